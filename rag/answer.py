@@ -1,0 +1,97 @@
+"""The one answer object that every front end (CLI, UI, eval) receives.
+
+Rules that hold for every answerer, enforced here in code rather than asked of a prompt:
+every `[n]` left in `Answer.text` names a paper in `Answer.retrieved`; a marker that does not is
+removed and counted in `Answer.dropped_citations`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+QuestionKind = Literal["list", "single", "none"]
+
+CITATION_MARK = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+class RetrievedPaper(BaseModel):
+    """A paper the retriever returned, with its best-matching passage."""
+
+    id: str
+    title: str
+    year: int | None = None
+    score: float = Field(description="fused relevance score; higher is better")
+    rank: int = Field(description="1-based rank after fusion")
+    passage: str = Field("", description="the best-matching chunk text")
+    abstract: str = ""
+    matches: bool = Field(False, description="judged to answer the question (list membership)")
+    metadata: dict = Field(default_factory=dict)
+
+
+class Citation(BaseModel):
+    """The paper behind a `[number]` marker in the answer text."""
+
+    number: int
+    id: str
+    title: str
+    year: int | None = None
+    passage: str = Field("", description="the sentence or passage that supports the statement")
+
+
+class Answer(BaseModel):
+    """What a question gets back, whoever answered it."""
+
+    question: str
+    search_query: str = Field(description="the question as searched (after follow-up rewriting)")
+    kind: QuestionKind = "single"
+    text: str
+    citations: list[Citation] = Field(default_factory=list)
+    retrieved: list[RetrievedPaper] = Field(default_factory=list)
+    abstained: bool = False
+    answerer: str = "extractive"
+    notice: str | None = Field(None, description="shown to the user, e.g. the LLM fell back to extractive")
+    dropped_citations: int = 0
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+    def to_json_dict(self) -> dict:
+        """The `--json` shape: `answer`, `abstained`, `citations`, `retrieved`, and the rest."""
+        data = self.model_dump()
+        data["answer"] = data.pop("text")
+        return data
+
+
+def enforce_citations(text: str, retrieved: list[RetrievedPaper], numbering: dict[int, str]) -> tuple[str, list[Citation], int]:
+    """Keep only `[n]` markers whose number maps to a retrieved paper.
+
+    `numbering` maps the numbers the answerer used to paper ids. Returns the cleaned text, the
+    citations in order of first use, and how many markers were removed.
+
+    >>> r = [RetrievedPaper(id="a", title="A", score=1, rank=1)]
+    >>> enforce_citations("X [1]. Y [2]. Z [1, 2].", r, {1: "a", 2: "zz"})[0::2]
+    ('X [1]. Y. Z [1].', 2)
+    """
+    by_id = {paper.id: paper for paper in retrieved}
+    citations: dict[int, Citation] = {}
+    dropped = 0
+
+    def keep(match: re.Match) -> str:
+        nonlocal dropped
+        kept = []
+        for raw in match.group(1).split(","):
+            number = int(raw)
+            paper = by_id.get(numbering.get(number, ""))
+            if paper is None:
+                dropped += 1
+                continue
+            kept.append(number)
+            citations.setdefault(number, Citation(number=number, id=paper.id, title=paper.title,
+                                                  year=paper.year, passage=paper.passage))
+        return "[" + ", ".join(map(str, kept)) + "]" if kept else ""
+
+    cleaned = CITATION_MARK.sub(keep, text)
+    cleaned = re.sub(r"[ \t]+([.,;:])", r"\1", cleaned)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
+    return cleaned, list(citations.values()), dropped

@@ -1,0 +1,94 @@
+"""Splitting abstracts into chunks that fit the embedding model's window.
+
+Pure functions: text in, chunks out; the token counter is passed in (the embedding model's own
+tokenizer in production, a word count in examples). The title travels with every chunk, so a
+chunk from the middle of an abstract still says which paper it is from, and no text is dropped:
+a sentence longer than the window is cut at word boundaries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rag.papers import CHUNK_COUNT, CHUNK_INDEX, CONTENT_HASH, PAPER_ID, TITLE, YEAR, Paper
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    paper_id: str
+    index: int
+    text: str  # title + passage: what is embedded and indexed
+    passage: str  # the abstract part only, for display
+    metadata: dict
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of an abstract (a simple rule that keeps "e.g. 3.5%" together well enough).
+
+    >>> split_sentences("We prune ResNet-50. It keeps 76.1% top-1! Done")
+    ['We prune ResNet-50.', 'It keeps 76.1% top-1!', 'Done']
+    """
+    return [part.strip() for part in _SENTENCE_END.split(" ".join(text.split())) if part.strip()]
+
+
+def _cut_long(sentence: str, budget: int, count: Callable[[str], int]) -> list[str]:
+    words, pieces, current = sentence.split(), [], []
+    for word in words:
+        if current and count(" ".join(current + [word])) > budget:
+            pieces.append(" ".join(current))
+            current = []
+        current.append(word)
+    if current:
+        pieces.append(" ".join(current))
+    return pieces
+
+
+def split_passages(title: str, abstract: str, max_tokens: int, count: Callable[[str], int],
+                   overlap_sentences: int = 1) -> list[str]:
+    """Passages of whole sentences, each fitting `max_tokens` together with the title.
+
+    >>> words = lambda text: len(text.split())
+    >>> split_passages("T", "A b c. D e f. G h i.", max_tokens=8, count=words)
+    ['A b c. D e f.', 'D e f. G h i.']
+    >>> split_passages("T", "Short.", max_tokens=8, count=words)
+    ['Short.']
+    """
+    budget = max(8, max_tokens - count(title) - 2)
+    sentences = []
+    for sentence in split_sentences(abstract):
+        sentences.extend(_cut_long(sentence, budget, count) if count(sentence) > budget else [sentence])
+    passages: list[str] = []
+    start = 0
+    while start < len(sentences):
+        end = start + 1
+        while end < len(sentences) and count(" ".join(sentences[start:end + 1])) <= budget:
+            end += 1
+        passages.append(" ".join(sentences[start:end]))
+        if end >= len(sentences):
+            break
+        start = max(start + 1, end - overlap_sentences)
+    return passages or [abstract.strip()]
+
+
+def chunk_paper(paper: Paper, max_tokens: int, count: Callable[[str], int], overlap_sentences: int = 1) -> list[Chunk]:
+    """The chunks of one paper, with the metadata both indexes store.
+
+    >>> p = Paper("Pruning", "We prune ResNet-50. It stays accurate.", year=2021)
+    >>> [c.id.endswith(f"#{c.index}") for c in chunk_paper(p, 256, lambda t: len(t.split()))]
+    [True]
+    """
+    passages = split_passages(paper.title, paper.abstract, max_tokens, count, overlap_sentences)
+    chunks = []
+    for index, passage in enumerate(passages):
+        metadata = {PAPER_ID: paper.id, TITLE: paper.title, CHUNK_INDEX: index, CHUNK_COUNT: len(passages),
+                    CONTENT_HASH: paper.content_hash}
+        if paper.year is not None:
+            metadata[YEAR] = paper.year
+        chunks.append(Chunk(id=f"{paper.id}#{index}", paper_id=paper.id, index=index,
+                            text=f"{paper.title}. {passage}", passage=passage, metadata=metadata))
+    return chunks

@@ -1,0 +1,204 @@
+"""The lexical index: SQLite FTS5 with BM25 ranking, beside Chroma, over the same chunk ids.
+
+This module is the one owner of `lexical.sqlite` in an index folder. It also keeps the paper
+records (title, abstract, metadata, content hash) and the ingest journal that makes an
+interrupted ingest recoverable: papers are written to the journal before Chroma is touched and
+leave it in the same transaction that writes their lexical rows.
+
+Chroma 1.5 in local mode has no sparse index, hence this one; FTS5 ships inside Python's sqlite3,
+updates in place (an ingest of one changed paper does not rebuild anything) and is transactional.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from rag.chunking import Chunk
+from rag.papers import Paper
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS papers (
+    id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, title TEXT NOT NULL, year INTEGER, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY, paper_id TEXT NOT NULL, chunk_index INTEGER NOT NULL, passage TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_paper ON chunks(paper_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    title, passage, chunk_id UNINDEXED, paper_id UNINDEXED, tokenize = 'porter unicode61');
+CREATE TABLE IF NOT EXISTS journal (paper_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Words that say what kind of question it is, not what it is about.
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further had has
+have having he her here hers how i if in into is it its itself just me more most my no nor not of off
+on once only or other our out over own same she should so some such than that the their them then
+there these they this those through to too under until up very was we were what when where which
+while who whom why will with would you your paper papers work works study studies research article
+articles publication publications list show find give tell any there exist existing propose proposed
+use uses using used approach approaches method methods
+""".split())
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+class LexicalIndexError(RuntimeError):
+    """The lexical index file is unreadable or not paperchat's."""
+
+
+def fts_query(text: str) -> str:
+    """An FTS5 MATCH expression for free text: every content word, any of them, rarer ones win by BM25.
+
+    Hyphenated terms also count as a phrase, so "ResNet-50" prefers "ResNet-50" over a lone "50".
+
+    >>> fts_query("Which papers prune ResNet-50?")
+    '"prune" OR "resnet" OR "50" OR "resnet 50"'
+    >>> fts_query("which papers?")
+    ''
+    """
+    terms = [t.lower() for t in _TOKEN.findall(text)]
+    words = list(dict.fromkeys(t for t in terms if t not in STOPWORDS))
+    phrases = []
+    for compound in re.findall(r"\w+(?:[-./]\w+)+", text):
+        parts = [p.lower() for p in _TOKEN.findall(compound)]
+        if len(parts) > 1:
+            phrases.append(" ".join(parts))
+    return " OR ".join(f'"{term}"' for term in words + list(dict.fromkeys(phrases)))
+
+
+class LexicalIndex:
+    """BM25 over chunk text, plus paper records and the ingest journal, in one SQLite file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise LexicalIndexError(f"{path} is not a readable paperchat lexical index ({error}); "
+                                    "run `paperchat ingest --rebuild` to start over") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- journal: what an interrupted ingest left half-written ------------------------------
+    def journal_add(self, paper_ids: Iterable[str]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO journal VALUES (?)", [(i,) for i in paper_ids])
+
+    def journal(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT paper_id FROM journal")]
+
+    # --- writes ------------------------------------------------------------------------------
+    def write_papers(self, papers: Sequence[Paper], chunks: Sequence[Chunk]) -> None:
+        """Replace these papers' rows and chunks, and clear them from the journal, atomically."""
+        ids = [(p.id,) for p in papers]
+        self.db.execute("BEGIN")
+        try:
+            self._delete(ids)
+            self.db.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?)",
+                                [(p.id, p.content_hash, p.title, p.year, _record_json(p)) for p in papers])
+            self.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)",
+                                [(c.id, c.paper_id, c.index, c.passage) for c in chunks])
+            titles = {p.id: p.title for p in papers}
+            self.db.executemany("INSERT INTO chunks_fts VALUES (?, ?, ?, ?)",
+                                [(titles[c.paper_id], c.passage, c.id, c.paper_id) for c in chunks])
+            self.db.executemany("DELETE FROM journal WHERE paper_id = ?", ids)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def update_records(self, papers: Sequence[Paper]) -> None:
+        """Refresh stored records whose indexed content is unchanged (e.g. a new source file)."""
+        with self.db:
+            self.db.executemany("UPDATE papers SET record = ? WHERE id = ?",
+                                [(_record_json(p), p.id) for p in papers])
+
+    def delete_papers(self, paper_ids: Iterable[str]) -> None:
+        ids = [(i,) for i in paper_ids]
+        with self.db:
+            self._delete(ids)
+            self.db.executemany("DELETE FROM journal WHERE paper_id = ?", ids)
+
+    def _delete(self, ids: list[tuple[str]]) -> None:
+        self.db.executemany("DELETE FROM chunks_fts WHERE paper_id = ?", ids)
+        self.db.executemany("DELETE FROM chunks WHERE paper_id = ?", ids)
+        self.db.executemany("DELETE FROM papers WHERE id = ?", ids)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # --- reads -------------------------------------------------------------------------------
+    def content_hashes(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT id, content_hash FROM papers"))
+
+    def paper_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM papers").fetchone()[0]
+
+    def chunk_ids(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT id FROM chunks")}
+
+    def papers(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
+        out = {}
+        for start in range(0, len(paper_ids), 500):
+            batch = list(paper_ids[start:start + 500])
+            marks = ",".join("?" * len(batch))
+            for pid, record in self.db.execute(f"SELECT id, record FROM papers WHERE id IN ({marks})", batch):
+                out[pid] = _paper_from_json(record)
+        return out
+
+    def all_titles(self) -> dict[str, str]:
+        """Paper id → title, for every paper (question sets resolve gold titles with it)."""
+        return dict(self.db.execute("SELECT id, title FROM papers"))
+
+    def years(self) -> list[int]:
+        return [row[0] for row in self.db.execute("SELECT year FROM papers WHERE year IS NOT NULL")]
+
+    def passages(self, chunk_ids: Sequence[str]) -> dict[str, str]:
+        out = {}
+        for start in range(0, len(chunk_ids), 500):
+            batch = list(chunk_ids[start:start + 500])
+            marks = ",".join("?" * len(batch))
+            out.update(self.db.execute(f"SELECT id, passage FROM chunks WHERE id IN ({marks})", batch))
+        return out
+
+    def search(self, text: str, limit: int, year_min: int | None = None, year_max: int | None = None,
+               title_weight: float = 2.0) -> list[tuple[str, str, float]]:
+        """(chunk id, paper id, BM25 score; higher is better) for the best `limit` chunks."""
+        query = fts_query(text)
+        if not query:
+            return []
+        sql = ("SELECT chunk_id, paper_id, -bm25(chunks_fts, ?, 1.0) AS score FROM chunks_fts "
+               "WHERE chunks_fts MATCH ?")
+        params: list = [title_weight, query]
+        if year_min is not None or year_max is not None:
+            sql += " AND paper_id IN (SELECT id FROM papers WHERE year BETWEEN ? AND ?)"
+            params += [year_min if year_min is not None else -10**6, year_max if year_max is not None else 10**6]
+        sql += " ORDER BY score DESC LIMIT ?"
+        params.append(limit)
+        return list(self.db.execute(sql, params))
+
+
+def _record_json(paper: Paper) -> str:
+    return json.dumps(asdict(paper), ensure_ascii=False)
+
+
+def _paper_from_json(record: str) -> Paper:
+    data = json.loads(record)
+    for key in ("authors", "categories", "sources"):
+        data[key] = tuple(data.get(key) or ())
+    return Paper(**data)

@@ -1,0 +1,192 @@
+"""paperchat's one settings tree.
+
+Precedence: explicit arguments (CLI flags) > `PAPERCHAT_*` environment variables (`__` nests:
+`PAPERCHAT_RETRIEVAL__TOP_K=20`) > `paperchat.toml` > the defaults below. Unknown keys are
+rejected. Secrets are `SecretStr` and come from the environment only; a key written in the
+TOML file is refused so that it never ends up in a file that gets shared.
+
+    >>> s = Settings.load(overrides={"retrieval": {"top_k": 7}})
+    >>> s.retrieval.top_k, s.llm.backend
+    (7, 'local')
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_data_dir
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = Path("paperchat.toml")
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+def default_index_dir() -> Path:
+    """Where the index lives unless `--index` or `store.index_dir` says otherwise."""
+    return Path(user_data_dir("paperchat", appauthor=False)) / "index"
+
+
+class SettingsError(ValueError):
+    """The settings file or environment holds something paperchat cannot use."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbeddingSettings(Section):
+    model: str = Field(DEFAULT_EMBEDDING_MODEL, description="sentence-transformers model: the packaged "
+                       "all-MiniLM-L6-v2 by default, or a folder path, or a hub name where the network allows")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: GPU when present, else CPU")
+    batch_size: int = Field(32, ge=1, le=4096, description="texts embedded per forward pass")
+    backend: Literal["torch", "onnx", "openvino"] = Field("torch", description="sentence-transformers inference back-end")
+
+
+class ChunkSettings(Section):
+    max_tokens: int = Field(230, ge=32, le=8192, description="chunk size in model tokens, title included; "
+                            "must fit the embedding model's window (256 for the default)")
+    overlap_sentences: int = Field(1, ge=0, le=5, description="sentences repeated between neighbouring chunks")
+
+
+class StoreSettings(Section):
+    index_dir: Path = Field(default_factory=default_index_dir, description="folder holding the Chroma data and "
+                            "the lexical index (default: the user data directory)")
+    collection: str = Field("paperchat", description="Chroma collection name")
+    chroma_host: str | None = Field(None, description="Chroma server host; unset = embedded Chroma in index_dir")
+    chroma_port: int = Field(8000, ge=1, le=65535, description="Chroma server port")
+    chroma_ssl: bool = Field(False, description="use https to reach the Chroma server")
+
+
+class RetrievalSettings(Section):
+    top_k: int = Field(10, ge=1, le=200, description="papers shown for a question (list questions may cite more)")
+    candidates: int = Field(60, ge=5, le=1000, description="chunks fetched from each index before fusion")
+    dense_weight: float = Field(1.0, ge=0, description="weight of the dense (embedding) ranking in fusion")
+    lexical_weight: float = Field(1.0, ge=0, description="weight of the lexical (BM25) ranking in fusion")
+    rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
+    year_min: int | None = Field(None, description="only papers from this year on")
+    year_max: int | None = Field(None, description="only papers up to this year")
+    reranker_path: Path | None = Field(None, description="local sentence-transformers CrossEncoder folder; unset = off")
+    abstain_threshold: float = Field(0.40, description="best dense similarity below which no paper answers")
+    list_threshold: float = Field(0.45, description="dense similarity from which a paper counts as matching a list question")
+
+
+class LLMSettings(Section):
+    backend: Literal["local", "openai", "ollama", "extractive"] = Field(
+        "local", description="who writes the answer; extractive needs no LLM")
+    model_path: Path | None = Field(None, description="GGUF file for the local back-end; unset = the shipped Qwen2.5-Coder-1.5B")
+    model: str | None = Field(None, description="model name for openai/ollama back-ends")
+    base_url: str | None = Field(None, description="endpoint for openai (e.g. http://127.0.0.1:8000/v1) or ollama")
+    api_key: SecretStr | None = Field(None, description="API key for openai; environment only (PAPERCHAT_LLM__API_KEY)")
+    temperature: float = Field(0.1, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(512, ge=16, description="longest answer in tokens")
+    context_tokens: int = Field(2048, ge=512, description="the model's context window used for the prompt")
+    max_papers: int = Field(5, ge=1, le=30, description="abstracts given to the LLM")
+    timeout_s: float = Field(120.0, gt=0, description="give up on the LLM after this long")
+    threads: int | None = Field(None, ge=1, description="CPU threads for the local model; unset = all cores")
+
+
+class UISettings(Section):
+    host: str = Field("127.0.0.1", description="address to listen on; 0.0.0.0 only when you mean it")
+    port: int = Field(7860, ge=1, le=65535, description="port of the chat page")
+    username: str = Field("paperchat", description="user name when a password is set")
+    password: SecretStr | None = Field(None, description="protect the page with this password; environment only")
+
+
+class Settings(BaseSettings):
+    """Everything paperchat can be told; see paperchat.example.toml for every default."""
+
+    model_config = SettingsConfigDict(env_prefix="PAPERCHAT_", env_nested_delimiter="__", extra="forbid",
+                                      validate_assignment=True)
+
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chunking: ChunkSettings = Field(default_factory=ChunkSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    ui: UISettings = Field(default_factory=UISettings)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return init_settings, env_settings, _TomlSource(settings_cls)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+        """Settings from defaults, the TOML file, the environment, then `overrides` (nested dict).
+
+        `config_file` None means `./paperchat.toml` when it exists. Errors become `SettingsError`
+        with the offending key named.
+        """
+        _TomlSource.path = config_file
+        _reject_unknown_env()
+        try:
+            return cls(**_drop_none(overrides or {}))
+        except ValidationError as error:
+            raise SettingsError(_describe(error)) from None
+        finally:
+            _TomlSource.path = None
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict safe to print or log (secrets shown as '**********')."""
+        return self.model_dump(mode="json")
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    path: Path | None = None
+    SECRET_KEYS = (("llm", "api_key"), ("ui", "password"))
+
+    def get_field_value(self, field, field_name):  # required by the base class; __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.path or DEFAULT_CONFIG_FILE
+        if not path.exists():
+            if self.path is not None:
+                raise SettingsError(f"config file {path} does not exist")
+            return {}
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise SettingsError(f"{path}: not valid TOML ({error})") from None
+        for section, key in self.SECRET_KEYS:
+            if key in data.get(section, {}):
+                raise SettingsError(f"{path}: [{section}] {key} must not be written in a file; set "
+                                    f"PAPERCHAT_{section.upper()}__{key.upper()} in the environment instead")
+        return data
+
+
+def _reject_unknown_env() -> None:
+    """A misspelt `PAPERCHAT_*` variable is an error, not silently ignored."""
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        if name.startswith("PAPERCHAT_"):
+            section, _, key = name[len("PAPERCHAT_"):].lower().partition("__")
+            model = Settings.model_fields.get(section)
+            if section not in sections or (key and key not in model.annotation.model_fields):
+                raise SettingsError(f"unknown setting in the environment: {name}")
+
+
+def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
+    """Overrides from CLI flags: a flag left unset (None) does not override anything."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = "unknown setting" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{where}: {message}")
+    return "invalid settings: " + "; ".join(lines)

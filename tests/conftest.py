@@ -1,0 +1,49 @@
+"""Shared fixtures: isolation of global state, and real components loaded once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rag.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """cwd in tmp_path, no PAPERCHAT_* from the caller, offline model loading, a private data dir."""
+    for name in list(os.environ):
+        if name.startswith("PAPERCHAT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.chdir(tmp_path)
+
+
+def make_settings(index_dir: Path, **sections) -> Settings:
+    tree = {"store": {"index_dir": str(index_dir)}, "llm": {"backend": "extractive"}}
+    for section, values in sections.items():
+        tree.setdefault(section, {}).update(values)
+    return Settings.load(overrides=tree)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundled_index(tmp_path_factory) -> Settings:
+    """The bundled corpus (573 papers) ingested once, with the real packaged model. Read-only."""
+    from ingest.pipeline import ingest
+
+    index_dir = tmp_path_factory.mktemp("bundled") / "index"
+    settings = make_settings(index_dir)
+    summary = ingest(None, settings)
+    assert summary.papers_total == 573
+    return settings
