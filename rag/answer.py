@@ -70,8 +70,8 @@ def enforce_citations(text: str, retrieved: list[RetrievedPaper], numbering: dic
     citations in order of first use, and how many markers were removed.
 
     >>> r = [RetrievedPaper(id="a", title="A", score=1, rank=1)]
-    >>> enforce_citations("X [1]. Y [2]. Z [1, 2].", r, {1: "a", 2: "zz"})[0::2]
-    ('X [1]. Y. Z [1].', 2)
+    >>> enforce_citations("X [1]. Y [2]. Z [1, 2]. T : U", r, {1: "a", 2: "zz"})[0::2]
+    ('X [1]. Y. Z [1]. T : U', 2)
     """
     by_id = {paper.id: paper for paper in retrieved}
     citations: dict[int, Citation] = {}
@@ -91,7 +91,11 @@ def enforce_citations(text: str, retrieved: list[RetrievedPaper], numbering: dic
                                                   year=paper.year, passage=paper.passage))
         return "[" + ", ".join(map(str, kept)) + "]" if kept else ""
 
-    cleaned = CITATION_MARK.sub(keep, text)
-    cleaned = re.sub(r"[ \t]+([.,;:])", r"\1", cleaned)
-    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
+    cleaned = CITATION_MARK.sub(lambda m: keep(m) or _REMOVED, text)
+    # Close only the gaps that removed markers left; the rest of the text (titles!) is untouched.
+    cleaned = re.sub(r"[ \t]*" + _REMOVED + r"(?=[.,;:!?])", "", cleaned)
+    cleaned = re.sub(r"[ \t]*" + _REMOVED, "", cleaned)
     return cleaned, list(citations.values()), dropped
+
+
+_REMOVED = "\x00"

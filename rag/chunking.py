@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from rag.papers import CHUNK_COUNT, CHUNK_INDEX, CONTENT_HASH, PAPER_ID, TITLE, YEAR, Paper
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
+_ABBREVIATION = re.compile(r"(\b(e\.g|i\.e|et al|vs|cf|Fig|Eq|Sec|resp|approx|incl)\.|\b[A-Z]\.)$")
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,16 @@ def split_sentences(text: str) -> list[str]:
 
     >>> split_sentences("We prune ResNet-50. It keeps 76.1% top-1! Done")
     ['We prune ResNet-50.', 'It keeps 76.1% top-1!', 'Done']
+    >>> split_sentences("Models (e.g. ResNet50) work. See J. Smith et al. 2020 for more.")
+    ['Models (e.g. ResNet50) work.', 'See J. Smith et al. 2020 for more.']
     """
-    return [part.strip() for part in _SENTENCE_END.split(" ".join(text.split())) if part.strip()]
+    sentences: list[str] = []
+    for part in _SENTENCE_END.split(" ".join(text.split())):
+        if sentences and _ABBREVIATION.search(sentences[-1]):
+            sentences[-1] += " " + part  # "e.g. ResNet" is not a sentence end
+        elif part.strip():
+            sentences.append(part.strip())
+    return sentences
 
 
 def _cut_long(sentence: str, budget: int, count: Callable[[str], int]) -> list[str]:

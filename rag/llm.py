@@ -224,9 +224,10 @@ class _GuardsFaults:
 
     def _fault_context(self) -> tuple[str, tuple[str, ...]]:
         """(the server, for messages; secrets to redact from them)."""
-        url = getattr(self, "openai_api_base", None) or getattr(self, "base_url", None) or "the provider"
         key = getattr(self, "openai_api_key", None)
-        return f"{url}", ((key.get_secret_value(),) if key is not None else ())
+        default = "https://api.openai.com/v1" if key is not None else "the provider"
+        url = getattr(self, "openai_api_base", None) or getattr(self, "base_url", None) or default
+        return url, ((key.get_secret_value(),) if key is not None else ())
 
     def _generate(self, *args: Any, **kwargs: Any) -> Any:
         with llm_faults(*self._fault_context()):

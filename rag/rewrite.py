@@ -30,7 +30,7 @@ _STRONG_REFERENCES = frozenset("those them these they their theirs former latter
 # Words that point back only in a short question ("is it recent?"), not in "is it possible to …".
 _WEAK_REFERENCES = frozenset("it its this that one ones".split())
 _FOLLOW_UP_OPENERS = ("and ", "but ", "also ", "what about", "how about", "only ", "any other", "which one",
-                      "why ", "more ", "anything else", "others", "or ")
+                      "anything else", "or ")
 _QUESTION_WORDS = frozenset("""
 a an and any are as at be by can could did do does for from had has have how i in is it its me of on
 or other others please show tell than that the their them these they this those to was were what when

@@ -82,7 +82,7 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
-            server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+            server.requests.append({"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
             if not self.path.endswith("/chat/completions"):
                 return self._send_json(404, {"error": {"message": f"no route {self.path}"}})
             fault = server.next_fault()

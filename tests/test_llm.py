@@ -58,7 +58,7 @@ def test_openai_backend_streams_tokens_as_they_arrive():
     request = server.requests[-1]
     assert request["body"]["stream"] is True
     assert request["body"]["model"] == "fake-model"
-    assert request["headers"]["Authorization"] == f"Bearer {API_KEY}"
+    assert request["headers"]["authorization"] == f"Bearer {API_KEY}"
 
 
 def test_openai_backend_invoke_returns_the_whole_reply():

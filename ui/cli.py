@@ -100,7 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="texts per embedding batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_ingest)
+    p = commands.add_parser("serve", parents=[common], help="start the chat in the browser",
+                            description="Serve the Gradio chat (default http://127.0.0.1:7860).")
+    p.add_argument("--host", help="address to listen on (default: ui.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: ui.port, 7860)")
+    p.add_argument("--llm", choices=["local", "openai", "ollama", "extractive"], help="answerer (default: llm.backend)")
+    p.add_argument("--ingest-if-empty", action="store_true", help="ingest the bundled corpus first when there is no index")
+    p.set_defaults(handler=cmd_serve)
     return parser
+
+
+def cmd_serve(args) -> int:
+    from ui.app import serve
+
+    settings = _settings(args, ui={"host": args.host, "port": args.port}, llm={"backend": args.llm})
+    if args.ingest_if_empty:
+        _ingest_bundled_if_missing(settings)
+    serve(settings)
+    return 0
+
+
+def _ingest_bundled_if_missing(settings) -> None:
+    from ingest.pipeline import ingest
+    from rag.store import MARKER
+
+    if (settings.store.index_dir / MARKER).exists():
+        return
+    print(f"No index at {settings.store.index_dir} yet: ingesting the bundled corpus (about a minute) ...",
+          file=sys.stderr)
+    summary = ingest(None, settings, progress=_progress_factory(True))
+    print(f"{summary.papers_total} papers indexed in {summary.seconds:.0f} s.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

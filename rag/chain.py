@@ -1,0 +1,215 @@
+"""From a question to an `Answer`: rewrite, retrieve, judge, answer (LLM or extractive).
+
+`PaperChat` is what every front end uses. `stream()` yields events in order: `Sources` as soon as
+retrieval has judged the papers (before any LLM token), then `Token`s as the answer is written,
+then `Done` with the final `Answer`. `ask()` is the same without the streaming.
+
+The LLM never decides which papers match or whether the collection answers at all: that comes
+from retrieval (`rag.judge`), and the citations in its text are checked in code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from rag.answer import Answer, QuestionKind, RetrievedPaper
+from rag.embeddings import make_embeddings
+from rag.extractive import extractive_answer
+from rag.judge import Judgement, judge, question_kind
+from rag.retrieval import Retriever
+from rag.settings import Settings
+from rag.store import PaperIndex
+
+ANSWERERS = ("extractive", "local", "openai", "ollama")
+SMALL_TALK_REPLY = ("Hello! Ask me about the papers in this collection, for example "
+                    "\"Which papers prune ResNet-50?\", and I will answer with citations.")
+
+
+class EmptyQuestionError(ValueError):
+    """An empty question: nothing to search for."""
+
+
+@dataclass
+class Sources:
+    """Known before the first token: what was retrieved and what matches."""
+
+    question: str
+    search_query: str
+    kind: QuestionKind
+    abstained: bool
+    retrieved: list[RetrievedPaper]
+    matching: list[RetrievedPaper]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Token:
+    text: str
+
+
+@dataclass
+class Notice:
+    text: str
+
+
+@dataclass
+class Done:
+    answer: Answer
+
+
+Event = Sources | Token | Notice | Done
+
+
+class PaperChat:
+    """Questions in, cited answers out, over one index.
+
+    >>> chat = PaperChat.open(Settings.load())          # doctest: +SKIP
+    >>> chat.ask("Which papers prune ResNet-50?").text  # doctest: +SKIP
+    """
+
+    def __init__(self, settings: Settings, index: PaperIndex, chat_models: dict | None = None):
+        self.settings = settings
+        self.index = index
+        self.retriever = Retriever(index, settings.retrieval, reranker=_make_reranker(settings))
+        self._chat_models: dict[str, object] = dict(chat_models or {})
+
+    @classmethod
+    def open(cls, settings: Settings, chat_models: dict | None = None) -> PaperChat:
+        """Open the index the settings name (`IndexNotFoundError` says to run ingest)."""
+        index = PaperIndex.open(settings, make_embeddings(settings.embedding))
+        if index.paper_count() == 0:
+            index.close()
+            from rag.store import IndexNotFoundError
+
+            raise IndexNotFoundError(f"the index at {settings.store.index_dir} is empty: run `paperchat ingest` first")
+        return cls(settings, index, chat_models)
+
+    def close(self) -> None:
+        self.index.close()
+
+    # --- the chat model, built on first use ------------------------------------------------------
+    def chat_model(self, backend: str):
+        """The chat model for `backend` (built once); raises `LLMUnavailableError`."""
+        if backend not in self._chat_models:
+            from rag.llm import LLMConfig, make_chat_model
+
+            llm = self.settings.llm
+            config = LLMConfig(backend=backend, model_path=llm.model_path, base_url=llm.base_url, model=llm.model,
+                               api_key=llm.api_key, temperature=llm.temperature, max_tokens=llm.max_tokens,
+                               context_tokens=llm.context_tokens, timeout_s=llm.timeout_s, n_threads=llm.threads)
+            self._chat_models[backend] = make_chat_model(config)
+        return self._chat_models[backend]
+
+    # --- answering -------------------------------------------------------------------------------
+    def search(self, question: str, top_k: int | None = None, year_min: int | None = None,
+               year_max: int | None = None, kind: QuestionKind | None = None,
+               search_query: str | None = None) -> Sources:
+        """Retrieve and judge, no answer text: what the sources panel shows."""
+        started = time.perf_counter()
+        query = search_query or question
+        s = self.settings.retrieval
+        top_k = top_k or s.top_k
+        retrieval = self.retriever.retrieve(query, depth=max(s.depth, top_k), year_min=year_min, year_max=year_max)
+        judgement: Judgement = judge(question if search_query is None else query, retrieval.papers, s, kind=kind)
+        matching_ids = {p.id for p in judgement.matching}
+        shown = [p for p in retrieval.papers if p.rank <= top_k or p.id in matching_ids]
+        timings = {f"retrieval_{k}": round(v, 4) for k, v in retrieval.timings_s.items()}
+        timings["sources"] = round(time.perf_counter() - started, 4)
+        return Sources(question=question, search_query=query, kind=judgement.kind, abstained=judgement.abstained,
+                       retrieved=shown, matching=judgement.matching, timings_s=timings)
+
+    def stream(self, question: str, history: Sequence[tuple[str, str]] = (), answerer: str | None = None,
+               top_k: int | None = None, year_min: int | None = None, year_max: int | None = None) -> Iterator[Event]:
+        """Answer `question`, yielding `Sources`, then `Token`s, then `Done`."""
+        started = time.perf_counter()
+        question = (question or "").strip()
+        if not question:
+            raise EmptyQuestionError("the question is empty: type a question about the papers")
+        answerer = answerer or self.settings.llm.backend
+        if answerer not in ANSWERERS:
+            raise ValueError(f"unknown answerer {answerer!r}: use one of {', '.join(ANSWERERS)}")
+        history = list(history)
+
+        from rag.rewrite import make_standalone_query
+
+        rewriter = None
+        if history and answerer != "extractive":
+            try:
+                rewriter = self.chat_model(answerer)
+            except Exception:  # noqa: BLE001 - without a model the heuristic rewrites
+                rewriter = None
+        query = make_standalone_query(question, history, rewriter)
+        if not query:
+            answer = Answer(question=question, search_query="", kind="single", text=SMALL_TALK_REPLY,
+                            answerer="none", timings_s={"total": round(time.perf_counter() - started, 4)})
+            yield Sources(question, "", "single", False, [], [])
+            yield Token(SMALL_TALK_REPLY)
+            yield Done(answer)
+            return
+        kind = _follow_up_kind(question, query, history)
+        sources = self.search(question, top_k, year_min, year_max, kind=kind,
+                              search_query=query if query != question else None)
+        yield sources
+        judgement = Judgement(sources.kind, sources.abstained, sources.matching, 0.0)
+
+        answer: Answer | None = None
+        notice = None
+        if answerer != "extractive" and not sources.abstained:
+            from rag.generate import stream_llm_answer
+            from rag.llm import LLMUnavailableError
+
+            llm = self.settings.llm
+            try:
+                model = self.chat_model(answerer)
+                papers = sources.matching[:llm.max_papers] if sources.matching else sources.retrieved[:llm.max_papers]
+                for piece in stream_llm_answer(question, sources.search_query, sources.kind,
+                                               _with_matching_first(sources.retrieved, sources.matching),
+                                               sources.matching if sources.kind == "list" else papers[:1],
+                                               model, context_tokens=llm.context_tokens, max_tokens=llm.max_tokens):
+                    if isinstance(piece, Answer):
+                        answer = piece
+                    else:
+                        yield Token(piece)
+            except LLMUnavailableError as error:
+                notice = f"The {answerer} LLM is unavailable ({error}); this answer was composed from the abstracts."
+                yield Notice(notice)
+        if answer is None:
+            answer = extractive_answer(question, sources.search_query, judgement, sources.retrieved, notice=notice)
+            yield Token(answer.text)
+        answer.timings_s = {**sources.timings_s, **answer.timings_s,
+                            "total": round(time.perf_counter() - started, 4)}
+        yield Done(answer)
+
+    def ask(self, question: str, **options) -> Answer:
+        """The final `Answer` of `stream()`."""
+        for event in self.stream(question, **options):
+            if isinstance(event, Done):
+                return event.answer
+        raise RuntimeError("the answer stream ended without an answer")
+
+
+def _with_matching_first(retrieved: list[RetrievedPaper], matching: list[RetrievedPaper]) -> list[RetrievedPaper]:
+    ids = {p.id for p in matching}
+    return list(matching) + [p for p in retrieved if p.id not in ids]
+
+
+def _follow_up_kind(question: str, query: str, history: list[tuple[str, str]]) -> QuestionKind | None:
+    """A follow-up like "and which of those use ImageNet?" keeps the list kind of the question before."""
+    if question_kind(question) == "list":
+        return "list"
+    if query != question and history and question_kind(history[-1][0]) == "list" \
+            and re.search(r"\b(which|those|these|them|they)\b", question, re.IGNORECASE):
+        return "list"
+    return None
+
+
+def _make_reranker(settings: Settings):
+    path = settings.retrieval.reranker_path
+    if path is None:
+        return None
+    from rag.rerank import CrossEncoderReranker
+
+    return CrossEncoderReranker(path)

@@ -1,0 +1,78 @@
+"""Deciding what the retrieved papers mean for a question: its kind, which papers match, or none.
+
+Retrieval ranks papers; this module judges them, per paper, on calibrated signals: the dense
+similarity of the best chunk, the IDF-weighted share of the question's concepts the paper
+mentions (`coverage`), and its BM25 score relative to the best. The weights and thresholds are
+settings (`retrieval.*`), measured on `eval/questions/dev.jsonl`; see `eval/tune_judge.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rag.answer import QuestionKind, RetrievedPaper
+from rag.settings import RetrievalSettings
+
+_LIST_PATTERNS = re.compile(
+    r"^\s*(which|what|list|name|show|find|give|are there|is there|any)\b.*\b(papers|works|articles|studies|"
+    r"publications|approaches|methods)\b"
+    r"|^\s*(what|which) (work|research|literature)\b"
+    r"|^\s*(list|name|show|find)\b"
+    r"|^\s*(are|is) there (any )?(papers?|work|research)\b"
+    r"|\b(papers|works|studies) (on|about|that|which|using|proposing)\b",
+    re.IGNORECASE)
+
+
+def question_kind(question: str) -> QuestionKind:
+    """"list" when the question asks for papers in the plural, else "single".
+
+    >>> question_kind("Which papers prune ResNet-50?"), question_kind("What top-1 accuracy does MEAL V2 reach?")
+    ('list', 'single')
+    >>> question_kind("What work is there on dataset distillation?")
+    'list'
+    """
+    return "list" if _LIST_PATTERNS.search(question) else "single"
+
+
+@dataclass
+class Judgement:
+    kind: QuestionKind
+    abstained: bool
+    matching: list[RetrievedPaper]  # the papers that answer it, best first (list: all of them)
+    best_score: float
+
+
+def relevance(paper: RetrievedPaper, top_bm25: float, settings: RetrievalSettings) -> float:
+    """One calibrated number per paper: a weighted sum of its signals (0..~1)."""
+    m = paper.metadata
+    bm25_rel = (m.get("bm25", 0.0) / top_bm25) if top_bm25 > 0 else 0.0
+    return (settings.dense_coef * m.get("dense", 0.0) + settings.coverage_coef * m.get("coverage", 0.0)
+            + settings.bm25_coef * bm25_rel)
+
+
+def judge(question: str, papers: list[RetrievedPaper], settings: RetrievalSettings,
+          kind: QuestionKind | None = None) -> Judgement:
+    """Which of `papers` answer `question`, or that none does.
+
+    Each paper's `matches` flag is set, and its relevance stored in `metadata["relevance"]`.
+    """
+    kind = kind or question_kind(question)
+    top_bm25 = max((p.metadata.get("bm25", 0.0) for p in papers), default=0.0)
+    for paper in papers:
+        paper.metadata["relevance"] = round(relevance(paper, top_bm25, settings), 4)
+    best = max((p.metadata["relevance"] for p in papers), default=0.0)
+    if best < settings.abstain_threshold:
+        for paper in papers:
+            paper.matches = False
+        return Judgement(kind, True, [], best)
+    if kind == "list":
+        floor = max(settings.list_threshold, settings.list_relative * best)
+        matching = [p for p in papers if p.metadata["relevance"] >= floor]
+    else:
+        matching = [max(papers, key=lambda p: p.metadata["relevance"])]
+    matching.sort(key=lambda p: -p.metadata["relevance"])
+    chosen = {p.id for p in matching}
+    for paper in papers:
+        paper.matches = paper.id in chosen
+    return Judgement(kind, False, matching, best)

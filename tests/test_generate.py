@@ -1,0 +1,178 @@
+"""LLM answers over retrieved papers: streaming, citations enforced in code, complete lists."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from llm_server import Fault, FakeOpenAIServer
+from pydantic import SecretStr
+
+from rag.answer import CITATION_MARK, Answer, RetrievedPaper
+from rag.generate import estimate_tokens, stream_llm_answer
+from rag.llm import LLMConfig, LLMUnavailableError, make_chat_model
+
+TOPICS = [
+    ("Channel Pruning for Accelerating ResNet-50", "We prune whole channels of ResNet-50 using a learned "
+     "importance score; on ImageNet the pruned network keeps 75.8% top-1 accuracy with 40% fewer FLOPs."),
+    ("Vision Transformers at Scale", "We train vision transformers on 300M images and study how accuracy "
+     "scales with model size and data."),
+    ("Quantizing BERT to 4 Bits", "We quantize BERT weights to 4 bits with little loss on GLUE benchmarks."),
+    ("Lottery Tickets in Residual Networks", "Sparse subnetworks of residual networks found by iterative "
+     "magnitude pruning train to full accuracy on CIFAR-10."),
+    ("Structured Sparsity for Mobile CNNs", "Filter-level structured sparsity speeds up MobileNet inference "
+     "on phones by 2x."),
+    ("Knowledge Distillation for Pruned Networks", "Distilling from the dense teacher recovers the accuracy "
+     "lost when pruning convolutional networks."),
+]
+
+
+def make_papers(count: int = 3, *, abstract_repeat: int = 1) -> list[RetrievedPaper]:
+    return [RetrievedPaper(id=f"p{i}", title=title, year=2015 + i, score=1.0 - i / 10, rank=i,
+                           abstract=" ".join([abstract] * abstract_repeat), passage=abstract, matches=True)
+            for i, (title, abstract) in enumerate(TOPICS[:count], start=1)]
+
+
+def fake_model(reply: str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([AIMessage(content=reply)]))
+
+
+def run(reply_or_model, papers, *, kind="single", matching=None, **budget):
+    model = fake_model(reply_or_model) if isinstance(reply_or_model, str) else reply_or_model
+    events = list(stream_llm_answer("Which papers prune ResNet-50?", "prune ResNet-50", kind, papers,
+                                    matching or [], model, **budget))
+    *tokens, answer = events
+    assert isinstance(answer, Answer)
+    assert all(isinstance(token, str) for token in tokens)
+    return tokens, answer
+
+
+def numbers_in(text: str) -> set[int]:
+    return {int(n) for mark in CITATION_MARK.findall(text) for n in mark.split(",")}
+
+
+def assert_citations_map_to_retrieved(answer: Answer) -> None:
+    assert numbers_in(answer.text) == {c.number for c in answer.citations}
+    for citation in answer.citations:
+        assert answer.retrieved[citation.number - 1].id == citation.id
+
+
+def test_tokens_stream_before_the_answer():
+    reply = "Channel pruning shrinks ResNet-50 on ImageNet [1]."
+    tokens, answer = run(reply, make_papers())
+    assert len(tokens) > 3
+    assert "".join(tokens) == reply
+    assert answer.text == reply
+    assert answer.answerer == "llm:generic-fake-chat-model"
+    assert answer.retrieved == make_papers()
+    assert [c.id for c in answer.citations] == ["p1"]
+    assert_citations_map_to_retrieved(answer)
+
+
+def test_markers_to_unretrieved_papers_are_stripped():
+    reply = "Channel pruning shrinks ResNet-50 [1]. Transformers scale [9]. BERT fits in 4 bits [3, 7]."
+    _, answer = run(reply, make_papers())
+    assert "[9]" not in answer.text and "7" not in answer.text
+    assert "Transformers scale" in answer.text and "[3]" in answer.text
+    assert answer.dropped_citations == 2
+    assert_citations_map_to_retrieved(answer)
+
+
+def test_markers_to_papers_the_model_was_not_shown_are_stripped():
+    papers = make_papers(6)
+    # A small context shows only the first papers; [6] was retrieved but never in the prompt.
+    _, answer = run("Distillation recovers the accuracy of pruned networks [6].", papers,
+                    context_tokens=1024, max_tokens=256)
+    assert "[6]" not in answer.text
+    assert answer.dropped_citations == 1
+    assert_citations_map_to_retrieved(answer)
+
+
+def test_uncited_sentences_get_the_supporting_paper_or_are_marked_unsupported():
+    reply = "Channel pruning keeps ImageNet accuracy of ResNet-50. Quantum gravity explains dark energy."
+    _, answer = run(reply, make_papers())
+    assert answer.text == ("Channel pruning keeps ImageNet accuracy of ResNet-50 [1]. "
+                           "Quantum gravity explains dark energy (unsupported).")
+    assert [c.id for c in answer.citations] == ["p1"]
+    assert_citations_map_to_retrieved(answer)
+
+
+def test_list_answer_lists_every_matching_paper_with_the_count():
+    papers = make_papers(6)
+    reply = "Both prune networks: channels [1] and lottery tickets [4]."
+    tokens, answer = run(reply, papers, kind="list", matching=papers)
+    assert answer.kind == "list"
+    assert "6 papers match:" in answer.text
+    listing = answer.text.split("6 papers match:")[1]
+    for number, paper in enumerate(papers, start=1):
+        assert f"{number}. {paper.title} ({paper.year}) [{number}]" in listing
+    assert {c.id for c in answer.citations} == {p.id for p in papers}
+    assert answer.text.startswith(reply)
+    assert "6 papers match:" in "".join(tokens)  # the list is streamed too
+    assert_citations_map_to_retrieved(answer)
+
+
+def test_list_of_a_subset_numbers_papers_by_their_place_in_retrieved():
+    papers = make_papers(6)
+    matching = [papers[3], papers[0], papers[5]]
+    _, answer = run("They prune networks [4].", papers, kind="list", matching=matching)
+    assert "3 papers match:" in answer.text
+    assert f"1. {papers[3].title} ({papers[3].year}) [4]" in answer.text
+    assert f"2. {papers[0].title} ({papers[0].year}) [1]" in answer.text
+    assert f"3. {papers[5].title} ({papers[5].year}) [6]" in answer.text
+    assert_citations_map_to_retrieved(answer)
+
+
+def test_list_survives_a_model_that_says_nothing():
+    papers = make_papers(2)
+    _, answer = run(" ", papers, kind="list", matching=papers)
+    assert answer.text.startswith("2 papers match:")
+
+
+def test_empty_single_answer_is_unavailable():
+    with pytest.raises(LLMUnavailableError, match="empty answer"):
+        run(" ", make_papers())
+
+
+def test_prompt_numbers_papers_and_fits_the_context_budget():
+    papers = make_papers(6, abstract_repeat=12)  # long abstracts that must be trimmed
+    with FakeOpenAIServer(reply="Pruning [1].") as server:
+        chat = make_chat_model(LLMConfig(backend="openai", base_url=server.base_url, model="m",
+                                         api_key=SecretStr("k"), max_retries=0))
+        run(chat, papers, context_tokens=2048, max_tokens=512)
+    prompt = "\n".join(message["content"] for message in server.requests[-1]["body"]["messages"])
+    assert estimate_tokens(prompt) <= 2048 - 512
+    shown = [n for n in range(1, 7) if f"[{n}] {papers[n - 1].title} ({papers[n - 1].year})" in prompt]
+    assert shown[0] == 1 and 3 <= len(shown) <= 5 and shown == list(range(1, len(shown) + 1))
+    assert "…" in prompt  # abstracts were trimmed, not dropped
+    assert "Which papers prune ResNet-50?" in prompt
+
+
+def test_provider_failure_mid_stream_is_unavailable():
+    with FakeOpenAIServer(reply="Channel pruning shrinks ResNet-50 [1].", faults=[Fault("drop_midstream")]) as server:
+        chat = make_chat_model(LLMConfig(backend="openai", base_url=server.base_url, model="m",
+                                         api_key=SecretStr("k"), max_retries=0))
+        received = []
+        with pytest.raises(LLMUnavailableError):
+            for event in stream_llm_answer("q", "q", "single", make_papers(), [], chat):
+                received.append(event)
+    assert received and not any(isinstance(event, Answer) for event in received)
+
+
+class FailingMidStream(GenericFakeChatModel):
+    """A chat model whose transport breaks after two tokens, as a plain client would."""
+
+    def _stream(self, *args, **kwargs):
+        for index, chunk in enumerate(super()._stream(*args, **kwargs)):
+            if index == 2:
+                raise ConnectionResetError("connection reset by peer")
+            yield chunk
+
+
+def test_unguarded_model_faults_are_translated_mid_stream():
+    model = FailingMidStream(messages=iter([AIMessage(content="one two three four")]))
+    received = []
+    with pytest.raises(LLMUnavailableError, match="cannot connect"):
+        for event in stream_llm_answer("q", "q", "single", make_papers(), [], model):
+            received.append(event)
+    assert received == ["one", " "]
