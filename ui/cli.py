@@ -80,6 +80,156 @@ def cmd_ingest(args) -> int:
     return EXIT_REJECTED if summary.records_rejected else 0
 
 
+def _print_answer_footer(answer, out=sys.stdout) -> None:
+    if answer.notice:
+        print(f"\nnote: {answer.notice}", file=sys.stderr)
+    if answer.citations:
+        print("\nCited papers:", file=out)
+        for citation in answer.citations:
+            year = f" ({citation.year})" if citation.year else ""
+            print(f"  [{citation.number}] {citation.title}{year}", file=out)
+    elif answer.abstained and answer.search_query:
+        print("\n(no paper cited)", file=out)
+
+
+def _answer_one(chat, question: str, args, history) -> object:
+    from rag.chain import Done, Notice, Sources, Token
+
+    answer = None
+    for event in chat.stream(question, history=history, answerer=args.llm, top_k=args.top_k,
+                             year_min=args.year_min, year_max=args.year_max):
+        if args.json:
+            if isinstance(event, Done):
+                answer = event.answer
+            continue
+        if isinstance(event, Sources) and event.search_query and event.search_query != question:
+            print(f"(searching for: {event.search_query})", file=sys.stderr)
+        elif isinstance(event, Token):
+            print(event.text, end="", flush=True)
+        elif isinstance(event, Notice):
+            print(f"note: {event.text}", file=sys.stderr)
+        elif isinstance(event, Done):
+            answer = event.answer
+            print()
+            _print_answer_footer(answer)
+    if args.json:
+        print(json.dumps(answer.to_json_dict(), ensure_ascii=False))
+    return answer
+
+
+def cmd_ask(args) -> int:
+    from rag.chain import EmptyQuestionError, PaperChat
+
+    if args.question is not None and not args.question.strip():
+        raise UserError("the question is empty: ask something about the papers, e.g. "
+                        "paperchat ask \"Which papers prune ResNet-50?\"")
+    settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})
+    chat = PaperChat.open(settings)
+    try:
+        if args.question is not None:
+            _answer_one(chat, args.question, args, [])
+            return 0
+        return _interactive(chat, args)
+    except EmptyQuestionError as error:
+        raise UserError(str(error)) from None
+    finally:
+        chat.close()
+
+
+def _interactive(chat, args) -> int:
+    print(f"paperchat: {chat.index.paper_count()} papers. Ask a question; follow-ups use the conversation. "
+          "Empty line or Ctrl-D to quit, /new for a new chat.", file=sys.stderr)
+    history: list[tuple[str, str]] = []
+    while True:
+        try:
+            question = input("\n> ").strip()
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if not question:
+            return 0
+        if question == "/new":
+            history.clear()
+            continue
+        answer = _answer_one(chat, question, args, history)
+        history.append((question, answer.text))
+
+
+def cmd_eval(args) -> int:
+    if args.questions == "compare":
+        return _eval_compare(args)
+    if args.questions == "beir":
+        return _eval_beir(args)
+    from eval.questions import load_questions
+    from eval.runner import run_questions
+    from rag.chain import PaperChat
+    from rag.papers import normalize_title
+
+    settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})
+    chat = PaperChat.open(settings)
+    try:
+        titles = chat.index.lexical.all_titles()
+        questions = load_questions(Path(args.questions), {normalize_title(t): i for i, t in titles.items()},
+                                   known_ids=set(titles))
+        answerer = settings.llm.backend
+        config = {"answerer": answerer, "questions": str(args.questions), "papers": len(titles),
+                  "corpus_hash": _corpus_hash(titles), **settings.redacted()}
+        out = Path(args.out)
+        report = run_questions(questions, lambda q: chat.ask(q, answerer=answerer), out, config,
+                               progress=not args.quiet)
+    finally:
+        chat.close()
+    _print_metrics(report["metrics"])
+    print(f"\nwrote {out}/results.jsonl, report.json, report.md and plots", file=sys.stderr)
+    return 0
+
+
+def _corpus_hash(titles: dict[str, str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(titles)).encode()).hexdigest()[:16]
+
+
+def _print_metrics(metrics: dict) -> None:
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"{key:22s} {value:.3f}")
+        elif value is None or isinstance(value, int):
+            print(f"{key:22s} {value if value is not None else 'n/a'}")
+        else:
+            print(f"{key:22s} {json.dumps(value)}")
+
+
+def _eval_compare(args) -> int:
+    from eval.report import compare_reports
+    from eval.runner import load_run
+
+    if len(args.rest) != 2:
+        raise UserError("usage: paperchat eval compare DIR_A DIR_B")
+    a, b = (load_run(Path(d))[0] for d in args.rest)
+    print(compare_reports(a, b))
+    return 0
+
+
+def _eval_beir(args) -> int:
+    from eval.beir import BeirError, run_beir
+
+    if len(args.rest) != 1:
+        raise UserError("usage: paperchat eval beir DATASET_DIR [--out DIR]")
+    settings = _settings(args)
+    if args.index is None:  # BEIR keeps its own cached index, never the user's chat index
+        settings = settings.model_copy(update={"store": settings.store.model_copy(
+            update={"index_dir": Path("beir-unset")})})
+    try:
+        result = run_beir(Path(args.rest[0]), settings, Path(args.out) if args.out else None,
+                          progress=not args.quiet)
+    except BeirError as error:
+        raise UserError(str(error)) from None
+    print(f"{result['dataset']}: {result['queries']} queries over {result['corpus_papers']} papers")
+    _print_metrics(result["metrics"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paperchat", description="Chat with research-paper abstracts; "
                                      "every answer cites the papers it used.")
@@ -100,6 +250,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="texts per embedding batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_ingest)
+    def answer_options(p):
+        p.add_argument("--llm", choices=["extractive", "local", "openai", "ollama"],
+                       help="who writes the answer (default: llm.backend)")
+        p.add_argument("-k", "--top-k", type=int, help="papers to retrieve and show (default: retrieval.top_k)")
+        p.add_argument("--year-min", type=int, help="only papers from this year on")
+        p.add_argument("--year-max", type=int, help="only papers up to this year")
+
+    p = commands.add_parser("ask", parents=[common], help="answer a question (no question: interactive chat)",
+                            description="Answer a question from the index, citing the papers used. "
+                            "Without a question, start an interactive chat that keeps the conversation.")
+    p.add_argument("question", nargs="?", help="the question (quote it)")
+    p.add_argument("--json", action="store_true", help="print the Answer as one JSON object")
+    answer_options(p)
+    p.set_defaults(handler=cmd_ask)
+
+    p = commands.add_parser("eval", parents=[common], help="measure answers on a question set, or on BEIR",
+                            description="paperchat eval QUESTIONS.jsonl --out DIR | "
+                            "paperchat eval compare DIR_A DIR_B | paperchat eval beir DATASET_DIR")
+    p.add_argument("questions", help="question set (JSONL/CSV), or 'compare', or 'beir'")
+    p.add_argument("rest", nargs="*", help="for compare: two run folders; for beir: the dataset folder")
+    p.add_argument("--out", help="folder for results.jsonl, report.json, report.md and plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    answer_options(p)
+    p.set_defaults(handler=cmd_eval)
+
     p = commands.add_parser("serve", parents=[common], help="start the chat in the browser",
                             description="Serve the Gradio chat (default http://127.0.0.1:7860).")
     p.add_argument("--host", help="address to listen on (default: ui.host, 127.0.0.1)")
@@ -135,16 +310,19 @@ def _ingest_bundled_if_missing(settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from eval.questions import QuestionSetError
+    from ingest.sources import SourceError
+    from rag.chain import EmptyQuestionError
     from rag.errors import USER_ERRORS
 
     try:
         return args.handler(args)
+    except (UserError, SourceError, QuestionSetError, EmptyQuestionError, *USER_ERRORS) as error:
+        print(f"paperchat: {error}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UserError, *USER_ERRORS) as error:
-        print(f"paperchat: {error}", file=sys.stderr)
-        return EXIT_ERROR
 
 
 if __name__ == "__main__":
