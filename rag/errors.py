@@ -6,7 +6,9 @@ its traceback for the logs.
 
 from rag.embeddings import EmbeddingModelError
 from rag.lexical import LexicalIndexError
+from rag.rerank import RerankerError
 from rag.settings import SettingsError
 from rag.store import IndexError_
 
-USER_ERRORS: tuple[type[Exception], ...] = (SettingsError, IndexError_, LexicalIndexError, EmbeddingModelError)
+USER_ERRORS: tuple[type[Exception], ...] = (SettingsError, IndexError_, LexicalIndexError, EmbeddingModelError,
+                                           RerankerError)

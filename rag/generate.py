@@ -163,6 +163,9 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
 
     numbering = {number: paper.id for number, paper in enumerate(retrieved, start=1)}
     text, citations, _ = enforce_citations(cleaned, retrieved, numbering)
+    for citation in citations:  # a paper found by title or metadata has no passage: show its abstract
+        if not citation.passage:
+            citation.passage = trim_to_chars(retrieved[citation.number - 1].abstract, 300)
     total_s = time.perf_counter() - started
     timings = {"llm_total": round(total_s, 3)}
     if first_token_s is not None:

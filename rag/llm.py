@@ -79,7 +79,7 @@ class LLMConfig(BaseModel):
     context_tokens: int = Field(2048, description="context window (prompt + answer) in tokens")
     timeout_s: float = Field(60.0, description="seconds to wait for the server before giving up")
     max_retries: int = Field(2, description="retries for 429/5xx/connection faults (openai backend)")
-    n_threads: int | None = Field(None, description="CPU threads for `local`; None = all cores")
+    n_threads: int | None = Field(None, description="CPU threads for `local`; None = all cores but one")
 
 
 def make_chat_model(config: LLMConfig) -> BaseChatModel:
@@ -286,18 +286,22 @@ def _make_openai(config: LLMConfig) -> BaseChatModel:
 
 
 # Why an in-process llama.cpp *server* (xllamacpp) on loopback, read by ChatOpenAI:
-# - llama-cpp-python has no prebuilt CPU wheel for this Python; it compiles llama.cpp for ~8 min
-#   on every fresh machine. xllamacpp ships prebuilt wheels (installs in seconds).
+# - llama-cpp-python builds llama.cpp from source when installed (~8 min on every fresh machine;
+#   not installed or timed here). xllamacpp ships prebuilt wheels that install in seconds.
 # - xllamacpp exposes llama.cpp's own C++ server (continuous batching, prompt cache, OpenAI
 #   endpoints with SSE streaming); pointing ChatOpenAI at it means one client code path, one
 #   streaming implementation and one fault translation for `local` and `openai`.
 # - Loopback HTTP costs a few ms per request, nothing next to generation.
-# Measured on this 2-core machine (n_threads=2, n_ctx=2048, ~670-token prompt, max 128 tokens;
-# other work shared the two cores, so take these as lower bounds):
-#   SmolLM2-135M Q4_1 (98 MB):    load 1.3 s, first token 4–5 s cold / 0.03 s with prompt cache,
-#                                 ~55 tokens/s generation.
-#   Qwen2.5-Coder-1.5B (1.1 GB):  load 6.2 s, first token ~20 s cold / 0.8 s cached,
-#                                 ~1.5 tokens/s generation under contention (see LOCAL_MODEL_FIGURES).
+# Measured on this 2-core machine (AVX-512 CPU, but the portable wheel uses AVX2 only; n_ctx 2048,
+# ~590-token prompt, up to 128 tokens out; best of 3 runs while the cores were otherwise idle):
+#   SmolLM2-135M Q4_1 (98 MB):         load 0.7-1.3 s; first token 3.5-4 s (~150 prompt tokens/s);
+#                                      33-57 tokens/s generated (2 threads).
+#   Qwen2.5-Coder-1.5B (1.1 GB, default): load 2 s (6-10 s on busy cores); first token ~11 s (~52 prompt
+#                                      tokens/s); ~10.5 tokens/s generated (2 threads).
+#   With other programs busy on the same cores, 2 threads collapse (SmolLM2 0.5-9, Qwen 0.8-8
+#   tokens/s) while 1 thread holds (SmolLM2 14-38, Qwen 3.3-5.9 tokens/s; first token ~20-40 s
+#   for Qwen): hence `default_thread_count` leaves a core free. A reused prompt prefix (the
+#   server's prompt cache) brings the first token down to 0.03 s (SmolLM2) / 0.8 s (Qwen).
 # Assembling + hashing the 1.1 GB default model from its 22 parts: 8.5 s, once.
 
 
@@ -320,7 +324,7 @@ class LocalLlamaServer:
         params.model.path = str(model_path)
         params.n_ctx = context_tokens
         params.n_predict = max_tokens
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or default_thread_count()
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.n_parallel = 1  # one user; a second slot would halve the context per request
@@ -334,8 +338,8 @@ class LocalLlamaServer:
         except Exception as exc:  # noqa: BLE001 - llama.cpp reports load failures as plain errors
             raise LLMUnavailableError(
                 f"llama.cpp could not load {model_path} ({type(exc).__name__}: {_short(str(exc))}): "
-                "is it a GGUF chat model? Delete it to have the default re-assembled, or set "
-                "`llm.model_path`") from exc
+                "is it a complete GGUF chat model? Set `llm.model_path` to another file (a damaged "
+                "packaged default is rebuilt from its parts once you delete it)") from None
         self.model_path = model_path
         self.base_url = self._server.listening_address.rstrip("/") + "/v1"
 
@@ -343,6 +347,13 @@ class LocalLlamaServer:
         """Stop the server and free the model; the C++ destructor joins its threads."""
         server, self._server = getattr(self, "_server", None), None
         del server
+
+
+def default_thread_count() -> int:
+    """All cores but one: llama.cpp's threads spin at every layer's barrier, so when they outnumber
+    the free cores (the UI, the embedder, other programs) generation collapses — measured here on
+    2 busy cores: SmolLM2 at 2 threads 0.5–9 tokens/s, at 1 thread 14–38 tokens/s."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 _servers: dict[tuple, LocalLlamaServer] = {}

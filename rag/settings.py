@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from platformdirs import user_data_dir
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_FILE = Path("paperchat.toml")
@@ -53,6 +53,11 @@ class ChunkSettings(Section):
 
 
 class StoreSettings(Section):
+    @field_validator("index_dir", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
     index_dir: Path = Field(default_factory=default_index_dir, description="folder holding the Chroma data and "
                             "the lexical index (default: the user data directory)")
     collection: str = Field("paperchat", description="Chroma collection name")
@@ -76,6 +81,7 @@ class RetrievalSettings(Section):
     abstain_threshold: float = Field(0.40, description="best relevance below which no paper answers (abstain)")
     list_threshold: float = Field(0.20, description="relevance from which a paper counts as matching a list question")
     list_relative: float = Field(0.70, ge=0, le=1, description="...and at least this share of the best paper's relevance")
+    key_terms: int = Field(3, ge=1, le=20, description="how many of the question's rarest terms count as its key terms")
     depth: int = Field(60, ge=5, le=1000, description="papers judged per question (list answers may cite all that match)")
 
 
@@ -195,3 +201,35 @@ def _describe(error: ValidationError) -> str:
         message = "unknown setting" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"{where}: {message}")
     return "invalid settings: " + "; ".join(lines)
+
+
+def example_toml() -> str:
+    """A commented TOML file listing every setting with its default (`paperchat.example.toml`).
+
+    Generated from the model, so it cannot drift from the code; a test checks the shipped file.
+    """
+    lines = ["# paperchat settings: copy to paperchat.toml and uncomment what you change.",
+             "# Environment variables override this file: PAPERCHAT_<SECTION>__<KEY>, e.g. PAPERCHAT_RETRIEVAL__TOP_K=20.",
+             "# Secrets (llm.api_key, ui.password) are read from the environment only.", ""]
+    for section, field in Settings.model_fields.items():
+        lines.append(f"[{section}]")
+        model = field.annotation
+        for name, sub in model.model_fields.items():
+            lines.append(f"# {sub.description}")
+            if sub.default_factory is not None:  # only store.index_dir: machine-specific
+                lines.append(f'# {name} = "~/paperchat-index"   (default: the user data directory, '
+                             'e.g. ~/.local/share/paperchat/index on Linux)')
+            elif sub.default is None:
+                lines.append(f"# {name} =   (unset by default)")
+            else:
+                lines.append(f"# {name} = {_toml_value(sub.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

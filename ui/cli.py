@@ -80,7 +80,8 @@ def cmd_ingest(args) -> int:
     return EXIT_REJECTED if summary.records_rejected else 0
 
 
-def _print_answer_footer(answer, out=sys.stdout) -> None:
+def _print_answer_footer(answer) -> None:
+    out = sys.stdout
     if answer.notice:
         print(f"\nnote: {answer.notice}", file=sys.stderr)
     if answer.citations:
