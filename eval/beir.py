@@ -60,11 +60,13 @@ def cached_index_dir(folder: Path, settings: Settings) -> Path:
     return Path(user_cache_dir("paperchat", appauthor=False)) / "beir" / f"{folder.name}-{key}"
 
 
-def run_beir(folder: Path, settings: Settings, out_dir: Path | None = None, split: str = "test",
-             depth: int = 100, progress: bool = True) -> dict:
-    """Ingest (cached), retrieve for every judged query, score, and write `out_dir` files."""
+def run_beir(folder: Path, settings: Settings, out_dir: Path | None = None, index_dir: Path | None = None,
+             split: str = "test", depth: int = 100, progress: bool = True) -> dict:
+    """Ingest (cached), retrieve for every judged query, score, and write `out_dir` files.
+
+    `index_dir` None means the cache folder for this corpus, never the user's chat index.
+    """
     queries, qrels = load_queries(folder, split)
-    index_dir = settings.store.index_dir if settings.store.index_dir.name.startswith("beir-") else None
     index_dir = index_dir or cached_index_dir(folder, settings)
     settings = settings.model_copy(update={"store": settings.store.model_copy(update={"index_dir": index_dir})})
     started = time.perf_counter()

@@ -6,9 +6,12 @@ its traceback for the logs.
 
 from rag.embeddings import EmbeddingModelError
 from rag.lexical import LexicalIndexError
+from rag.llm import LLMUnavailableError
+from rag.local_model import ModelIntegrityError, ModelNotInstalledError
 from rag.rerank import RerankerError
 from rag.settings import SettingsError
 from rag.store import IndexError_
 
 USER_ERRORS: tuple[type[Exception], ...] = (SettingsError, IndexError_, LexicalIndexError, EmbeddingModelError,
-                                           RerankerError)
+                                           RerankerError, LLMUnavailableError, ModelNotInstalledError,
+                                           ModelIntegrityError)

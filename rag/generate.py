@@ -144,7 +144,7 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
             yield text
     except LLMUnavailableError:
         raise
-    except Exception as exc:  # noqa: BLE001 - provider faults become LLMUnavailableError, others re-raise
+    except Exception as exc:
         translated = translate_llm_error(exc, where=f"model {name}")
         if translated is None:
             raise
@@ -208,11 +208,7 @@ def format_match_list(matching: list[RetrievedPaper], position: dict[str, int]) 
     return "\n".join(lines)
 
 
-_STOPWORDS = frozenset("""
-a an and are as at be been by can do does for from has have how in into is it its of on or our
-that the their them these they this those to using was we were which while with what when where who
-why will paper papers study method methods approach results show shows propose proposes proposed
-""".split())
+_STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "been", "by", "can", "do", "does", "for", "from", "has", "have", "how", "in", "into", "is", "it", "its", "of", "on", "or", "our", "that", "the", "their", "them", "these", "they", "this", "those", "to", "using", "was", "we", "were", "which", "while", "with", "what", "when", "where", "who", "why", "will", "paper", "papers", "study", "method", "methods", "approach", "results", "show", "shows", "propose", "proposes", "proposed"])
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import functools
 import json
-import logging
 import os
 import re
 import threading
@@ -38,8 +37,6 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-
-log = logging.getLogger(__name__)
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -85,7 +82,7 @@ class LLMConfig(BaseModel):
 def make_chat_model(config: LLMConfig) -> BaseChatModel:
     """Build the chat model `config` asks for. Raises `LLMUnavailableError` naming the fix.
 
-    For ``local`` this loads the model and starts its loopback server (about 1–6 s, see
+    For ``local`` this loads the model and starts its loopback server (1–10 s, ~25 s on busy cores; see
     `LocalLlamaServer`); the server is shared by later calls with the same settings.
     """
     if config.backend == "local":
@@ -138,7 +135,7 @@ def llm_faults(where: str, secrets: tuple[str, ...] = ()) -> Iterator[None]:
     """
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - translated or re-raised unchanged just below
+    except Exception as exc:
         translated = translate_llm_error(exc, where=where, secrets=secrets)
         if translated is None or translated is exc:
             raise
@@ -158,40 +155,40 @@ def _describe_fault(exc: BaseException, where: str) -> tuple[str | None, bool, i
 
     if openai is not None:
         if isinstance(exc, openai.APITimeoutError):
-            return (f"the LLM at {where} did not answer in time; raise `llm.timeout_s`, use a smaller "
-                    "model, or check the server's load", True, None)
+            return ((f"the LLM at {where} did not answer in time; raise `llm.timeout_s`, use a smaller "
+                    "model, or check the server's load"), True, None)
         if isinstance(exc, openai.APIConnectionError):
-            return (f"cannot connect to the LLM at {where}: is the server running and the URL "
-                    "(`llm.base_url`) right?", True, None)
+            return ((f"cannot connect to the LLM at {where}: is the server running and the URL "
+                    "(`llm.base_url`) right?"), True, None)
         if isinstance(exc, openai.AuthenticationError):
-            return (f"the LLM at {where} refused the API key (HTTP 401): set a valid key in "
-                    f"{API_KEY_ENV_HINT}", False, 401)
+            return ((f"the LLM at {where} refused the API key (HTTP 401): set a valid key in "
+                    f"{API_KEY_ENV_HINT}"), False, 401)
         if isinstance(exc, openai.RateLimitError):
-            return (f"the LLM at {where} is rate-limiting us (HTTP 429) even after retries; wait a "
-                    "minute or raise `llm.max_retries`", True, 429)
+            return ((f"the LLM at {where} is rate-limiting us (HTTP 429) even after retries; wait a "
+                    "minute or raise `llm.max_retries`"), True, 429)
         if isinstance(exc, openai.NotFoundError):
-            return (f"the LLM at {where} does not know that model or path (HTTP 404): check "
-                    "`llm.model` and `llm.base_url` (it usually ends in /v1)", False, 404)
+            return ((f"the LLM at {where} does not know that model or path (HTTP 404): check "
+                    "`llm.model` and `llm.base_url` (it usually ends in /v1)"), False, 404)
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             detail = _short(getattr(exc, "message", "") or str(exc))
             if status >= 500:
-                return (f"the LLM at {where} failed with HTTP {status} after retries ({detail}); try "
-                        "again later or check the server's log", True, status)
-            return (f"the LLM at {where} rejected the request with HTTP {status} ({detail})",
+                return ((f"the LLM at {where} failed with HTTP {status} after retries ({detail}); try "
+                        "again later or check the server's log"), True, status)
+            return ((f"the LLM at {where} rejected the request with HTTP {status} ({detail})"),
                     False, status)
         if isinstance(exc, openai.APIResponseValidationError):
-            return (f"the LLM at {where} sent a response that is not valid OpenAI JSON: is "
-                    "`llm.base_url` an OpenAI-compatible endpoint?", False, None)
+            return ((f"the LLM at {where} sent a response that is not valid OpenAI JSON: is "
+                    "`llm.base_url` an OpenAI-compatible endpoint?"), False, None)
         if isinstance(exc, openai.APIError):
-            return (f"the LLM at {where} sent an error: {_short(str(exc))}", True, None)
+            return ((f"the LLM at {where} sent an error: {_short(str(exc))}"), True, None)
     try:
         import ollama
     except ImportError:
         ollama = None  # type: ignore[assignment]
     if ollama is not None and isinstance(exc, ollama.ResponseError):
         hint = " (pull it with `ollama pull <model>`)" if exc.status_code == 404 else ""
-        return (f"Ollama at {where} answered HTTP {exc.status_code}: {_short(exc.error)}{hint}",
+        return ((f"Ollama at {where} answered HTTP {exc.status_code}: {_short(exc.error)}{hint}"),
                 exc.status_code >= 500, exc.status_code)
     if httpx is not None and isinstance(exc, httpx.TimeoutException):
         return f"the LLM at {where} did not answer in time; raise `llm.timeout_s`", True, None
@@ -200,13 +197,13 @@ def _describe_fault(exc: BaseException, where: str) -> tuple[str | None, bool, i
     if isinstance(exc, TimeoutError):
         return f"the LLM at {where} did not answer in time; raise `llm.timeout_s`", True, None
     if isinstance(exc, OSError):
-        return (f"cannot connect to the LLM at {where}: is the server running? "
-                f"({type(exc).__name__}: {_short(str(exc))})", True, None)
+        return ((f"cannot connect to the LLM at {where}: is the server running? "
+                f"({type(exc).__name__}: {_short(str(exc))})"), True, None)
     if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | TypeError | AttributeError | IndexError):
         # The clients parse responses after the request succeeded; these are what a body that is
         # not the OpenAI/Ollama shape raises inside them.
-        return (f"the LLM at {where} sent a malformed response ({type(exc).__name__}: "
-                f"{_short(str(exc))}): is it an OpenAI-compatible server?", False, None)
+        return ((f"the LLM at {where} sent a malformed response ({type(exc).__name__}: "
+                f"{_short(str(exc))}): is it an OpenAI-compatible server?"), False, None)
     return None, False, None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
-from llm_server import Fault, FakeOpenAIServer
+from llm_server import FakeOpenAIServer, Fault
 from pydantic import SecretStr
 
 from rag.answer import CITATION_MARK, Answer, RetrievedPaper
@@ -13,17 +13,23 @@ from rag.generate import estimate_tokens, stream_llm_answer
 from rag.llm import LLMConfig, LLMUnavailableError, make_chat_model
 
 TOPICS = [
-    ("Channel Pruning for Accelerating ResNet-50", "We prune whole channels of ResNet-50 using a learned "
-     "importance score; on ImageNet the pruned network keeps 75.8% top-1 accuracy with 40% fewer FLOPs."),
-    ("Vision Transformers at Scale", "We train vision transformers on 300M images and study how accuracy "
-     "scales with model size and data."),
-    ("Quantizing BERT to 4 Bits", "We quantize BERT weights to 4 bits with little loss on GLUE benchmarks."),
-    ("Lottery Tickets in Residual Networks", "Sparse subnetworks of residual networks found by iterative "
-     "magnitude pruning train to full accuracy on CIFAR-10."),
-    ("Structured Sparsity for Mobile CNNs", "Filter-level structured sparsity speeds up MobileNet inference "
-     "on phones by 2x."),
-    ("Knowledge Distillation for Pruned Networks", "Distilling from the dense teacher recovers the accuracy "
-     "lost when pruning convolutional networks."),
+    ("Channel Pruning for Accelerating ResNet-50", (
+     "We prune whole channels of ResNet-50 using a learned "
+     "importance score; on ImageNet the pruned network keeps 75.8% top-1 accuracy with 40% fewer FLOPs.")),
+    ("Vision Transformers at Scale", (
+     "We train vision transformers on 300M images and study how accuracy "
+     "scales with model size and data.")),
+    ("Quantizing BERT to 4 Bits", (
+     "We quantize BERT weights to 4 bits with little loss on GLUE benchmarks.")),
+    ("Lottery Tickets in Residual Networks", (
+     "Sparse subnetworks of residual networks found by iterative "
+     "magnitude pruning train to full accuracy on CIFAR-10.")),
+    ("Structured Sparsity for Mobile CNNs", (
+     "Filter-level structured sparsity speeds up MobileNet inference "
+     "on phones by 2x.")),
+    ("Knowledge Distillation for Pruned Networks", (
+     "Distilling from the dense teacher recovers the accuracy "
+     "lost when pruning convolutional networks.")),
 ]
 
 

@@ -3,6 +3,7 @@ assembly on tiny fake parts, and (marked `llm`) the real local backend end to en
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from langchain_core.messages import HumanMessage
-from llm_server import Fault, FakeOpenAIServer
+from llm_server import FakeOpenAIServer, Fault
 from pydantic import SecretStr
 
 from rag.answer import CITATION_MARK, Answer, RetrievedPaper
@@ -127,6 +128,14 @@ def test_connection_dropped_mid_stream_is_unavailable():
     assert API_KEY not in "".join(received)
 
 
+def test_async_calls_are_translated_too():
+    with FakeOpenAIServer(faults=[Fault("status", status=500)]) as server:
+        chat = openai_model(server.base_url)
+        with pytest.raises(LLMUnavailableError, match="HTTP 500") as caught:
+            asyncio.run(chat.ainvoke([HumanMessage("q")]))
+    assert API_KEY not in str(caught.value)
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_transient_errors_are_retried(status):
     with FakeOpenAIServer(reply="Recovered.", faults=[Fault("status", status=status, times=2)]) as server:
@@ -236,7 +245,7 @@ def test_truncated_model_is_reassembled(tiny_parts, tmp_path):
 
 
 def test_model_copied_in_by_hand_is_hashed_once_and_accepted(tiny_parts, tmp_path):
-    parts, whole = tiny_parts
+    _, whole = tiny_parts
     target = tmp_path / "model.gguf"
     target.write_bytes(whole)
     assemble_model([], target, size_bytes=len(whole), sha256=hashlib.sha256(whole).hexdigest())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
-from llm_server import Fault, FakeOpenAIServer
-from pydantic import SecretStr
+from llm_server import FakeOpenAIServer, Fault
+from pydantic import Field, SecretStr
 
 from rag.llm import LLMConfig, make_chat_model
 from rag.rewrite import is_small_talk, make_standalone_query
@@ -17,7 +17,7 @@ HISTORY = [("Which papers prune ResNet-50?", "Two papers do [1], [2].")]
 class CountingFakeModel(GenericFakeChatModel):
     """GenericFakeChatModel that remembers the prompts it was sent."""
 
-    prompts: list = []
+    prompts: list = Field(default_factory=list)
 
     def _generate(self, messages, *args, **kwargs):
         self.prompts.append(messages)
@@ -25,7 +25,7 @@ class CountingFakeModel(GenericFakeChatModel):
 
 
 def model_replying(*replies: str) -> CountingFakeModel:
-    return CountingFakeModel(messages=iter([AIMessage(content=r) for r in replies]), prompts=[])
+    return CountingFakeModel(messages=iter([AIMessage(content=r) for r in replies]))
 
 
 @pytest.mark.parametrize("question", [

@@ -72,7 +72,8 @@ def test_list_question_streams_sources_then_a_cited_answer_with_a_count(chat):
     # The sources are on the page before the answer text is.
     first_with_sources = next(u for u in updates if "retrieved" in u.sources_html)
     assert "matching papers" not in first_with_sources.messages[-1]["content"]
-    assert final.histogram["visible"] is True and final.histogram["value"] is not None
+    # Few bundled papers carry a year: the chart shows only when some matching paper does.
+    assert final.histogram["visible"] is any(paper.year for paper in chat.search(PRUNE).matching)
 
 
 def test_sources_panel_lists_every_retrieved_paper_with_rank_score_year_and_match(chat):
@@ -144,6 +145,12 @@ def test_untrusted_markup_in_titles_and_abstracts_renders_as_text(xss_chat):
     assert as_text(XSS_ABSTRACT_PAYLOAD) in message  # in the passage and the abstract
     assert "&lt;img src=x onerror=alert&#40;1&#41;&gt;" in message
     assert "<img" not in header_html(xss_chat, xss_chat.settings)
+
+
+def test_list_question_with_dated_papers_shows_the_year_histogram(xss_chat):
+    histogram = ask(xss_chat, PRUNE)[-1].histogram
+    assert histogram["visible"] is True and histogram["value"] is not None
+    assert histogram["label"] == "Matching papers by year (2 of 2 dated)"
 
 
 def test_exports_hold_the_cited_papers_as_bibtex_and_csv(chat):

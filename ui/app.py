@@ -189,6 +189,15 @@ def year_histogram(papers: Sequence[RetrievedPaper]):
     return figure
 
 
+def histogram_update(matching: Sequence[RetrievedPaper]) -> dict:
+    """Show the year chart when some matching paper has a year; say how many do."""
+    dated = sum(1 for paper in matching if paper.year)
+    if not dated:
+        return gr.update(value=None, visible=False)
+    return gr.update(value=year_histogram(matching), visible=True,
+                     label=f"Matching papers by year ({dated} of {len(matching)} dated)")
+
+
 # --- export: the papers in the last answer ---------------------------------------------------------
 def bibtex(citations: Sequence[Citation], papers: dict[str, Paper]) -> str:
     """BibTeX entries for the cited papers, keys like `smith2021pruning`.
@@ -315,7 +324,7 @@ def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict
             if isinstance(event, Sources):
                 sources = event
                 if event.kind == "list" and event.matching:
-                    histogram = gr.update(value=year_histogram(event.matching), visible=True)
+                    histogram = histogram_update(event.matching)
                 yield update("_Writing the answer…_", histogram)
             elif isinstance(event, Notice):
                 notice = event.text
@@ -374,9 +383,7 @@ def header_html(chat: PaperChat, settings: Settings) -> str:
     llm = settings.llm
     model = llm.model or (llm.model_path.name if llm.model_path else None)
     answerer = llm.backend + (f" ({model})" if model and llm.backend != "extractive" else "")
-    years = chat.index.lexical.years()
-    span = f" from {min(years)}–{max(years)}" if years else ""
-    return (f'<div class="pc-header"><h1>paperchat</h1>{chat.index.paper_count()} papers{span} · '
+    return (f'<div class="pc-header"><h1>paperchat</h1>{chat.index.paper_count()} papers · '
             f"embeddings {as_text(settings.embedding.model)} · answerer {as_text(answerer)} · "
             f"index {as_text(settings.store.index_dir)}</div>")
 

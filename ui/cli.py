@@ -218,12 +218,9 @@ def _eval_beir(args) -> int:
     if len(args.rest) != 1:
         raise UserError("usage: paperchat eval beir DATASET_DIR [--out DIR]")
     settings = _settings(args)
-    if args.index is None:  # BEIR keeps its own cached index, never the user's chat index
-        settings = settings.model_copy(update={"store": settings.store.model_copy(
-            update={"index_dir": Path("beir-unset")})})
-    try:
+    try:  # without --index, BEIR keeps its own cached index, never the user's chat index
         result = run_beir(Path(args.rest[0]), settings, Path(args.out) if args.out else None,
-                          progress=not args.quiet)
+                          index_dir=args.index, progress=not args.quiet)
     except BeirError as error:
         raise UserError(str(error)) from None
     print(f"{result['dataset']}: {result['queries']} queries over {result['corpus_papers']} papers")
