@@ -65,7 +65,9 @@ def score(data: list[dict], w, absent_coef: float, threshold: float, list_thresh
         tp = int((member & q["gold"]).sum())
         recall.append(tp / q["ngold"])
         precision.append(tp / member.sum() if member.sum() else 0.0)
-    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
+    def mean(xs: list) -> float:
+        return float(np.mean(xs)) if xs else float("nan")
+
     return {"list_recall": mean(recall), "list_precision": mean(precision), "abstain_accuracy": mean(abstain),
             "false_abstain": mean(false_abstain), "single_cited_gold": mean(single)}
 
@@ -87,9 +89,10 @@ def tune(data: list[dict], safety: float) -> tuple[dict, dict]:
                     goal = (min(m["list_recall"], 0.95) + min(m["list_precision"], 0.85) + m["abstain_accuracy"]
                             + 0.01 * (m["list_recall"] + m["list_precision"]))
                     if best is None or goal > best[0] + 1e-9:
-                        best = (goal, dict(dense_coef=w[0], coverage_coef=w[1], key_coef=w[2],
-                                           absent_coef=absent_coef, abstain_threshold=threshold,
-                                           list_threshold=float(list_threshold), list_relative=list_relative), m)
+                        chosen = {"dense_coef": w[0], "coverage_coef": w[1], "key_coef": w[2], "absent_coef": absent_coef,
+                                  "abstain_threshold": threshold, "list_threshold": float(list_threshold),
+                                  "list_relative": list_relative}
+                        best = (goal, chosen, m)
     return best[1], best[2]
 
 

@@ -20,10 +20,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from rag.answer import CITATION_MARK, Answer, QuestionKind, RetrievedPaper, enforce_citations
+from rag.extractive import best_sentences
 from rag.llm import LLMUnavailableError, translate_llm_error
 
 CHARS_PER_TOKEN = 3.5  # a rough, tokenizer-free estimate for English prose (errs towards less text)
 MAX_PROMPT_PAPERS = 5
+LIST_PROMPT_PAPERS = 8  # list questions show each matching paper's two best sentences
 MIN_PROMPT_PAPERS = 3
 MIN_CHARS_PER_PAPER = 400  # below this an abstract says too little; show fewer papers instead
 PROMPT_OVERHEAD_TOKENS = 160  # system prompt, chat template and paper headers
@@ -36,9 +38,10 @@ SYSTEM_PROMPT = (
     "Answer in at most {sentences} sentences, without a preamble."
 )
 LIST_INSTRUCTION = (
-    "The question asks for a list. {count} papers match it; the most relevant are shown below. In one "
-    "or two sentences, say what they have in common or how they differ, citing them as [n]. Do not "
-    "list them one by one: the complete list is added after your text."
+    "The question asks for a list. {count} papers match it; the key sentences of the most relevant are "
+    "shown below. In two or three sentences of your own words, summarise how these papers address the "
+    "question, citing them as [n]. Do not copy the sentences and do not list the papers one by one: "
+    "the complete list is added after your text."
 )
 
 
@@ -124,7 +127,17 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
     budget_tokens = context_tokens - max_tokens - PROMPT_OVERHEAD_TOKENS - estimate_tokens(question)
     number_of = {paper.id: number for number, paper in enumerate(retrieved, start=1)}
     candidates = _matching_first(retrieved, matching) if kind == "list" else retrieved
-    texts = fit_papers(candidates, max(int(budget_tokens * CHARS_PER_TOKEN), 0))
+    budget_chars = max(int(budget_tokens * CHARS_PER_TOKEN), 0)
+    if kind == "list":
+        # A synthesis over many papers needs their gist, not whole abstracts: the sentences that
+        # make each one match. A shorter prompt also means an earlier first token on a laptop CPU.
+        candidates = candidates[:LIST_PROMPT_PAPERS]
+        gists = [paper.model_copy(update={"abstract": " ".join(best_sentences(search_query, paper.abstract
+                                                                              or paper.passage, limit=2))})
+                 for paper in candidates]
+        texts = fit_papers(gists, budget_chars, max_papers=LIST_PROMPT_PAPERS)
+    else:
+        texts = fit_papers(candidates, budget_chars)
     # The prompt numbers each paper by its place in `retrieved` (so [n] in the stream already
     # means retrieved[n-1]), even when a list question shows them out of order.
     shown = {number_of[paper.id]: paper for paper in candidates[: len(texts)]}

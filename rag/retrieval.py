@@ -18,10 +18,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-import numpy as np
 from pydantic import ConfigDict
 
 from rag.answer import RetrievedPaper
@@ -37,17 +37,22 @@ _UNIT = re.compile(r"\w+(?:[-./]\w+)*|[^\w\s]+")
 
 # Words that frame a question about papers rather than name what it is about. They are added to
 # the lexical stopwords for concept matching only: "Which papers report results on X" asks about X.
-FRAMING_WORDS = frozenset("""
-address addresses addressing apply applies applying build builds building introduce introduces introducing
-present presents presenting describe describes describing report reports reporting results result evaluate
-evaluates evaluating evaluation main subject subjects topic topics focus focuses focusing deal deals dealing
-concern concerns concerning related regarding relating based around via i.e e.g etc ie eg including include
-includes kind kinds sort type types way ways something anything someone anyone tell know known
-recent recently new good many much often another other others whose
-""".split())
+FRAMING_WORDS = frozenset([
+    "address", "addresses", "addressing", "apply", "applies", "applying", "build", "builds", "building",
+    "introduce", "introduces", "introducing", "present", "presents", "presenting", "describe", "describes",
+    "describing", "report", "reports", "reporting", "results", "result", "evaluate", "evaluates",
+    "evaluating", "evaluation", "main", "subject", "subjects", "topic", "topics", "focus", "focuses",
+    "focusing", "deal", "deals", "dealing", "concern", "concerns", "concerning", "related", "regarding",
+    "relating", "based", "around", "via", "i.e", "e.g", "etc", "ie", "eg", "including", "include",
+    "includes", "kind", "kinds", "sort", "type", "types", "way", "ways", "something", "anything", "someone",
+    "anyone", "tell", "know", "known", "recent", "recently", "new", "good", "many", "much", "often",
+    "another", "other", "others", "whose"
+])
 # Prefixes that only modify the word they are hyphenated to ("re-collected", "non-linear").
-_PREFIXES = frozenset("re pre non un co multi self semi sub super anti de post over under cross inter intra "
-                      "counter mis out".split())
+_PREFIXES = frozenset([
+    "re", "pre", "non", "un", "co", "multi", "self", "semi", "sub", "super", "anti", "de", "post", "over",
+    "under", "cross", "inter", "intra", "counter", "mis", "out"
+])
 
 
 @dataclass

@@ -21,7 +21,7 @@ XSS_PAPERS = Path(__file__).parent / "fixtures" / "ui" / "xss_papers.jsonl"
 XSS_TITLE = "<img src=x onerror=alert(1)>"
 XSS_ABSTRACT_PAYLOAD = "<script>alert(1)</script>"
 PRUNE = "Which papers prune ResNet-50?"
-OFF_TOPIC = "Which papers study protein folding with quantum annealing?"
+OFF_TOPIC = "Which papers train deep reinforcement learning agents to play Atari games?"
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ EXAMPLE_QUESTIONS = (
     "Which papers prune ResNet-50?",
     "What top-1 accuracy does MEAL V2 reach on ImageNet?",
     "Which papers use knowledge distillation for object detection?",
-    "Which papers study protein folding with quantum annealing?",  # no paper here answers it
+    "Which papers train deep reinforcement learning agents to play Atari games?",  # none here does
 )
 TOP_K_MAX = 50
 CHAT_CONCURRENCY = 4

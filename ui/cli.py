@@ -3,7 +3,8 @@
     paperchat ingest [PATH ...]       index papers (the bundled corpus when no path is given)
     paperchat ask "QUESTION"          answer from the index, citing papers
     paperchat serve                   the chat in a browser
-    paperchat eval QUESTIONS --out D  measure answers on a question set
+    paperchat eval QUESTIONS --out D  measure answers on a question set (also: eval compare, eval beir)
+    paperchat bench                   measure speed (ingest, retrieval at scale, answers)
 
 Exit codes: 0 done, 1 error (message on stderr), 2 bad usage, 3 ingest done but some records
 were rejected.
@@ -273,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     answer_options(p)
     p.set_defaults(handler=cmd_eval)
 
+    p = commands.add_parser("bench", help="measure ingest, retrieval and answer speed (eval/bench.py)",
+                            description="Benchmarks; options are passed to eval.bench (see paperchat bench -- --help).")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for eval.bench")
+    p.set_defaults(handler=cmd_bench)
+
     p = commands.add_parser("serve", parents=[common], help="start the chat in the browser",
                             description="Serve the Gradio chat (default http://127.0.0.1:7860).")
     p.add_argument("--host", help="address to listen on (default: ui.host, 127.0.0.1)")
@@ -281,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingest-if-empty", action="store_true", help="ingest the bundled corpus first when there is no index")
     p.set_defaults(handler=cmd_serve)
     return parser
+
+
+def cmd_bench(args) -> int:
+    from eval.bench import main as bench_main
+
+    return bench_main([a for a in args.bench_args if a != "--"])
 
 
 def cmd_serve(args) -> int:
