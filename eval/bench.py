@@ -351,7 +351,8 @@ def embedding_variants(model, work: Path, quick: bool) -> dict[str, Callable[[li
     def torch_sorted(batch_size):
         return lambda texts: model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                           convert_to_numpy=True, show_progress_bar=False)
-    variants["torch fp32, whole corpus length-sorted, batch 64"] = torch_sorted(64)
+    if not quick:
+        variants["torch fp32, whole corpus length-sorted, batch 64"] = torch_sorted(64)
 
     def torch_bf16(texts):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -876,13 +877,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement (median, min, max)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for bench.json, BENCHMARKS.md, plots")
     parser.add_argument("--skip-llm", action="store_true", help="do not load the local LLM")
-    parser.add_argument("--quick", action="store_true", help="sizes 1000,10000, 3 runs, fewer variants")
+    parser.add_argument("--quick", action="store_true", help="sizes 1000,10000 and 3 runs unless given; "
+                        "no bf16 or length-sorted torch variants")
     parser.add_argument("--skip", default="", help=f"sections to leave out, comma-separated: {','.join(SECTIONS)}")
     parser.add_argument("--work-dir", type=Path, help="scratch folder for indexes (default: a temporary folder)")
     parser.add_argument("--build-budget-s", type=float, default=1800,
                         help="do not build a synthetic size predicted to take longer than this")
     parser.add_argument("--base-papers", type=int, default=0, help="real papers the synthetic ones derive from (0 = all)")
     parser.add_argument("--questions", type=int, default=0, help="dev questions per retrieval run (0 = all)")
+    parser.add_argument("--ingest-runs", type=int, help="runs of the bundled ingest (default: --runs)")
+    parser.add_argument("--embedding-runs", type=int, help="runs of each embedding variant (default: --runs)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     return parser
 
@@ -929,11 +933,11 @@ def main(argv: list[str] | None = None) -> int:
         results[name]["section_s"] = round(time.perf_counter() - started, 1)
         save()
 
-    section("ingest", lambda: bench_ingest(work, args.runs))
+    section("ingest", lambda: bench_ingest(work, args.ingest_runs or args.runs))
     bundled_dir = Path(results["ingest"]["index_dir"]) if "ingest" in results else work / "bundled"
     if not (bundled_dir / "paperchat-index.json").exists():
         run_child("ingest", {"index_dir": str(bundled_dir)})
-    section("embedding", lambda: bench_embedding(work, args.runs, args.quick))
+    section("embedding", lambda: bench_embedding(work, args.embedding_runs or args.runs, args.quick))
     section("answer", lambda: bench_answer(bundled_dir, args.runs))
     section("llm", lambda: bench_llm(bundled_dir))
     section("startup", lambda: bench_startup(bundled_dir, min(args.runs, 3)))

@@ -67,7 +67,7 @@ def relevance(paper: RetrievedPaper, top_bm25: float, settings: RetrievalSetting
 def is_answerable(best_relevance: float, absent_share: float, settings: RetrievalSettings) -> bool:
     """Whether the collection answers the question at all, from its best paper and its absent terms.
 
-    >>> s = RetrievalSettings(abstain_threshold=0.47, absent_coef=0.4)
+    >>> s = RetrievalSettings(abstain_threshold=0.48, absent_coef=0.4)
     >>> is_answerable(0.60, 0.0, s), is_answerable(0.60, 0.5, s), is_answerable(0.40, 0.0, s)
     (True, False, False)
     """

@@ -82,7 +82,7 @@ class RetrievalSettings(Section):
     key_terms: int = Field(3, ge=1, le=20, description="how many of the question's rarest terms count as its key terms")
     absent_coef: float = Field(0.4, ge=0, description="penalty per share of the question (IDF-weighted) that no paper "
                                "in the collection mentions, subtracted from the best relevance before abstaining")
-    abstain_threshold: float = Field(0.47, description="best relevance (after the absent-terms penalty) below which "
+    abstain_threshold: float = Field(0.48, description="best relevance (after the absent-terms penalty) below which "
                                      "no paper answers (abstain)")
     list_threshold: float = Field(0.20, description="relevance from which a paper counts as matching a list question")
     list_relative: float = Field(0.65, ge=0, le=1, description="...and at least this share of the best paper's relevance")
