@@ -131,7 +131,8 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
     if kind == "list":
         # A synthesis over many papers needs their gist, not whole abstracts: the sentences that
         # make each one match. A shorter prompt also means an earlier first token on a laptop CPU.
-        candidates = candidates[:LIST_PROMPT_PAPERS]
+        matching_ids = {paper.id for paper in matching}
+        candidates = [paper for paper in candidates if paper.id in matching_ids][:LIST_PROMPT_PAPERS]
         gists = [paper.model_copy(update={"abstract": " ".join(best_sentences(search_query, paper.abstract
                                                                               or paper.passage, limit=2))})
                  for paper in candidates]

@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from conftest import REPO, make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -110,6 +109,16 @@ def ask_in_page(page, question: str) -> tuple[float, float]:
     return sources_s, time.perf_counter() - pressed
 
 
+def save_screenshot(page, path: Path) -> None:
+    """The page with the chat scrolled back to the question, so the shot shows question and answer."""
+    page.evaluate("""() => { for (const el of document.querySelectorAll('#pc-chat *'))
+                                 if (el.scrollHeight > el.clientHeight + 4) el.scrollTop = 0; }""")
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(300)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+
+
 def test_chat_in_chromium_answers_with_citations_and_sources(bundled_index, browser_page, tmp_path):
     page = browser_page
     with paperchat_serve(bundled_index.store.index_dir, tmp_path / "serve.log") as url:
@@ -132,11 +141,12 @@ def test_chat_in_chromium_answers_with_citations_and_sources(bundled_index, brow
         for title in PRUNING_TITLES:
             assert title in sources.inner_text()
 
+        abstract = cites.first.locator("details p")
+        assert not abstract.is_visible()
         cites.first.locator("summary").click()  # the abstract is one click away
-        assert cites.first.locator("details p").is_visible()
-        page.locator("#pc-question textarea").click()  # back to the input: a tidy screenshot
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
+        assert abstract.is_visible()
+        cites.first.locator("summary").click()
+        save_screenshot(page, ARTIFACTS / "browser-chat.png")
 
     assert page.dialogs == []
     assert page.outside_requests == [], "the page must work offline"

@@ -11,11 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import make_settings
+
 from rag.chain import PaperChat
-from ui.app import (CHAT_CONCURRENCY, Conversation, as_text, build_app, header_html, launch_options, new_chat,
-                    respond, serve)
+from ui.app import (
+    CHAT_CONCURRENCY,
+    as_text,
+    build_app,
+    header_html,
+    launch_options,
+    new_chat,
+    respond,
+    serve,
+)
 
 XSS_PAPERS = Path(__file__).parent / "fixtures" / "ui" / "xss_papers.jsonl"
 XSS_TITLE = "<img src=x onerror=alert(1)>"

@@ -23,37 +23,37 @@ import os
 # Before gradio is imported: it reads this at import time (usage statistics, version check).
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-import atexit  # noqa: E402 - after the environment is set for gradio
-import csv  # noqa: E402
-import html  # noqa: E402
-import io  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import uuid  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, NamedTuple  # noqa: E402
+import atexit
+import csv
+import html
+import io
+import logging
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from rag.answer import Answer, Citation, RetrievedPaper  # noqa: E402
-from rag.chain import ANSWERERS, Done, EmptyQuestionError, Notice, PaperChat, Sources, Token  # noqa: E402
-from rag.errors import USER_ERRORS  # noqa: E402
-from rag.papers import Paper  # noqa: E402
-from rag.settings import Settings  # noqa: E402
+from rag.answer import Answer, Citation, RetrievedPaper
+from rag.chain import ANSWERERS, Done, EmptyQuestionError, Notice, PaperChat, Sources, Token
+from rag.errors import USER_ERRORS
+from rag.papers import Paper
+from rag.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EXAMPLE_QUESTIONS = (
     "Which papers prune ResNet-50?",
     "What top-1 accuracy does MEAL V2 reach on ImageNet?",
-    "Which papers use knowledge distillation for object detection?",
+    "Which papers use knowledge distillation?",
     "Which papers train deep reinforcement learning agents to play Atari games?",  # none here does
 )
 TOP_K_MAX = 50
@@ -79,11 +79,12 @@ CSS = """
 .pc-cite details { margin-left: 1.6rem; }
 .pc-cite summary { cursor: pointer; color: var(--link-text-color); font-size: 0.92em; }
 .pc-sources { font-size: 0.86rem; }
-.pc-sources table { width: 100%; border-collapse: collapse; }
-.pc-sources th { text-align: left; font-weight: 600; border-bottom: 1px solid var(--border-color-primary);
-                 padding: 0.25rem 0.3rem; white-space: nowrap; }
-.pc-sources td { border-bottom: 1px solid var(--border-color-accent-subdued, #e2e8f0); padding: 0.25rem 0.3rem;
-                 vertical-align: top; }
+#pc-sources .pc-sources table { width: 100%; border-collapse: collapse; border: none !important; margin: 0; }
+#pc-sources .pc-sources th, #pc-sources .pc-sources td { border: none !important; padding: 0.3rem 0.4rem;
+                 vertical-align: top; background: transparent; }
+#pc-sources .pc-sources th { text-align: left; font-weight: 600; white-space: nowrap;
+                 border-bottom: 1px solid var(--border-color-primary) !important; }
+#pc-sources .pc-sources td { border-bottom: 1px solid var(--border-color-primary) !important; }
 .pc-sources td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .pc-sources tr.pc-out td { color: var(--body-text-color-subdued); }
 .pc-sources .pc-meta { color: var(--body-text-color-subdued); margin-bottom: 0.35rem; }
@@ -344,7 +345,7 @@ def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict
     except USER_ERRORS as error:
         log.warning("question %r failed: %s", question, error)
         yield update(f"Sorry, I could not answer that: {as_text(error)}")
-    except Exception as error:  # noqa: BLE001 - the page must show a message, never hang or trace back
+    except Exception as error:  # the page must show a message, never hang or trace back
         log.exception("question %r failed", question)
         yield update(f"Sorry, something went wrong while answering ({as_text(type(error).__name__)}: "
                      f"{as_text(error)}). The details are in the server log.")
@@ -428,8 +429,8 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
                 sources = gr.HTML(render_sources(None), label="Sources", show_label=False, elem_id="pc-sources")
                 histogram = gr.Plot(label="Matching papers by year", visible=False, elem_id="pc-years")
                 with gr.Row():
-                    bibtex_file = gr.DownloadButton("BibTeX", visible=False, size="sm", elem_id="pc-bibtex")
-                    csv_file = gr.DownloadButton("CSV", visible=False, size="sm", elem_id="pc-csv")
+                    bibtex_file = gr.DownloadButton("Download BibTeX", visible=False, size="sm", elem_id="pc-bibtex")
+                    csv_file = gr.DownloadButton("Download CSV", visible=False, size="sm", elem_id="pc-csv")
 
         def ask_question(message, messages, conversation, answerer, top_k, year_min, year_max):
             yield from respond(chat, export_dir, message, messages, conversation, answerer, top_k, year_min,
@@ -437,12 +438,14 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
 
         inputs = [textbox, chatbot, conversation, answerer, top_k, year_min, year_max]
         outputs = [chatbot, conversation, sources, histogram, bibtex_file, csv_file, textbox]
-        ask = dict(fn=ask_question, inputs=inputs, outputs=outputs, api_name="ask", show_progress="hidden",
-                   concurrency_limit=CHAT_CONCURRENCY)
+        ask = {"fn": ask_question, "inputs": inputs, "outputs": outputs, "api_name": "ask",
+               "show_progress": "hidden", "concurrency_limit": CHAT_CONCURRENCY}
         textbox.submit(**ask)
         examples.click(lambda index: EXAMPLE_QUESTIONS[index], examples, textbox, api_visibility="private",
                        queue=False).then(**{**ask, "api_name": False})
         clear.click(new_chat, None, outputs, api_name="new_chat", queue=False)
+        # The chat's own trash icon must forget the conversation too, or follow-ups would use it.
+        chatbot.clear(new_chat, None, outputs, api_visibility="private", queue=False)
     return app
 
 
@@ -450,9 +453,9 @@ def launch_options(settings: Settings) -> dict[str, Any]:
     """Options for `Blocks.launch`: nothing that needs an outside host, a password when one is set."""
     ui = settings.ui
     auth = (ui.username, ui.password.get_secret_value()) if ui.password else None
-    return dict(server_name=ui.host, server_port=ui.port, auth=auth, share=False, show_error=False, quiet=True,
-                ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False, footer_links=[],
-                theme=THEME, css=CSS)
+    return {"server_name": ui.host, "server_port": ui.port, "auth": auth, "share": False, "show_error": False,
+            "quiet": True, "ssr_mode": False, "mcp_server": False, "pwa": False, "enable_monitoring": False,
+            "footer_links": [], "theme": THEME, "css": CSS}
 
 
 def _share_index_across_threads(chat: PaperChat) -> None:
@@ -479,6 +482,9 @@ def serve(settings: Settings) -> None:
         raise SystemExit(f"paperchat: cannot start the chat: {error}\n"
                          "Index the bundled papers with `paperchat ingest` (or your own files with "
                          "`paperchat ingest PATH`), then run `paperchat serve` again.") from None
+    started = time.perf_counter()
+    chat.search(EXAMPLE_QUESTIONS[0])  # loads the embedding model now, not during the first question
+    log.info("warmed up in %.1f s", time.perf_counter() - started)
     app = build_app(chat, settings)
     app.queue(default_concurrency_limit=CHAT_CONCURRENCY)
     try:
