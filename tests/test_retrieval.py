@@ -112,3 +112,12 @@ def test_ask_without_index_or_question_says_what_to_do(tmp_path, capsys):
     assert "question is empty" in capsys.readouterr().err
     with pytest.raises(IndexNotFoundError):
         PaperChat.open(make_settings(tmp_path / "none"))
+
+
+def test_langchain_retriever_returns_one_document_per_paper(chat):
+    from rag.retrieval import HybridRetriever
+
+    documents = HybridRetriever(retriever=chat.retriever, k=5).invoke("FP8 formats for deep learning")
+    assert 0 < len(documents) <= 5
+    assert len({d.metadata["paper_id"] for d in documents}) == len(documents)
+    assert documents[0].metadata["title"].startswith("FP8")
