@@ -78,7 +78,10 @@ class LexicalIndex:
     def __init__(self, path: Path):
         self.path = path
         try:
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # Shared across threads (the chat page answers from a pool of them); SQLite serialises
+            # access itself when built thread-safe, which `_require_serialized` checks.
+            _require_serialized()
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
@@ -191,6 +194,11 @@ class LexicalIndex:
         sql += " ORDER BY score DESC LIMIT ?"
         params.append(limit)
         return list(self.db.execute(sql, params))
+
+
+def _require_serialized() -> None:
+    if sqlite3.threadsafety != 3:
+        raise LexicalIndexError("this Python's sqlite3 is not built thread-safe (serialized); paperchat needs it")
 
 
 def _record_json(paper: Paper) -> str:

@@ -110,9 +110,15 @@ def ask_in_page(page, question: str) -> tuple[float, float]:
 
 
 def save_screenshot(page, path: Path) -> None:
-    """The page with the chat scrolled back to the question, so the shot shows question and answer."""
-    page.evaluate("""() => { for (const el of document.querySelectorAll('#pc-chat *'))
-                                 if (el.scrollHeight > el.clientHeight + 4) el.scrollTop = 0; }""")
+    """The page with the chat scrolled back to the question, so the shot shows question and answer.
+
+    With the wheel, as a person would: the chat scrolls itself back down after a scripted scroll.
+    """
+    box = page.locator("#pc-chat").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(10):
+        page.mouse.wheel(0, -2000)
+        page.wait_for_timeout(50)
     page.mouse.move(0, 0)
     page.wait_for_timeout(300)
     path.parent.mkdir(parents=True, exist_ok=True)

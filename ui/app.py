@@ -26,11 +26,11 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import atexit
 import csv
 import html
+import importlib
 import io
 import logging
 import re
 import shutil
-import sqlite3
 import tempfile
 import time
 import uuid
@@ -80,6 +80,7 @@ CSS = """
 .pc-cite summary { cursor: pointer; color: var(--link-text-color); font-size: 0.92em; }
 .pc-sources { font-size: 0.86rem; }
 #pc-sources .pc-sources table { width: 100%; border-collapse: collapse; border: none !important; margin: 0; }
+#pc-sources .pc-sources tr { border: none !important; }
 #pc-sources .pc-sources th, #pc-sources .pc-sources td { border: none !important; padding: 0.3rem 0.4rem;
                  vertical-align: top; background: transparent; }
 #pc-sources .pc-sources th { text-align: left; font-weight: 600; white-space: nowrap;
@@ -146,6 +147,9 @@ def render_citations(citations: Sequence[Citation], retrieved: Sequence[Retrieve
         items.append(f'<div class="pc-cite"><b>[{citation.number}]</b> {as_text(citation.title)}{year}'
                      f"{passage}{details}</div>")
     return f'<div class="pc-cites"><h4>{heading}</h4>{"".join(items)}</div>'
+
+
+SEARCHING_HTML = '<div class="pc-sources pc-empty">Searching…</div>'
 
 
 def render_sources(sources: Sources | None) -> str:
@@ -265,10 +269,9 @@ def _inert_cell(value: object) -> object:
 # --- the conversation and the handler --------------------------------------------------------------
 @dataclass
 class Conversation:
-    """Per-browser-session state: the turns as the engine sees them, and the last answer's papers."""
+    """Per-browser-session state: the turns as the engine sees them (plain text, not the page's HTML)."""
 
     turns: list[tuple[str, str]] = field(default_factory=list)
-    exports: tuple[str, str] | None = None  # (bibtex path, csv path) of the last answer
 
 
 class ChatUpdate(NamedTuple):
@@ -315,7 +318,7 @@ def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict
     if problem:
         yield update(problem)
         return
-    yield ChatUpdate(list(messages), conversation, render_sources(None), no_plot, no_file, no_file, "")
+    yield ChatUpdate(list(messages), conversation, SEARCHING_HTML, no_plot, no_file, no_file, "")
 
     text, notice, histogram = "", None, None
     try:
@@ -337,7 +340,6 @@ def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict
                 answer = event.answer
                 conversation.turns.append((question, answer.text))
                 files = _write_exports(chat, answer.citations, export_dir) if answer.citations else None
-                conversation.exports = files
                 matching = len(sources.matching) if sources else None
                 yield update(render_answer(answer, matching), histogram, files)
     except EmptyQuestionError as error:
@@ -391,7 +393,6 @@ def header_html(chat: PaperChat, settings: Settings) -> str:
 
 def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
     """The page, wired to `respond`. Launch it with `launch_options(settings)` (theme, no share, ...)."""
-    _share_index_across_threads(chat)
     export_dir = Path(tempfile.mkdtemp(prefix="paperchat-export-"))
     atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
     retrieval = settings.retrieval
@@ -403,7 +404,7 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
         gr.HTML(header_html(chat, settings))
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=420):
-                chatbot = gr.Chatbot(label="Chat", height=560, show_label=False, elem_id="pc-chat",
+                chatbot = gr.Chatbot(label="Chat", height=620, show_label=False, elem_id="pc-chat",
                                      sanitize_html=True, allow_tags=False, latex_delimiters=[],
                                      feedback_options=None, buttons=["copy"],
                                      placeholder="Ask about the papers in this collection. Every answer "
@@ -458,20 +459,13 @@ def launch_options(settings: Settings) -> dict[str, Any]:
             "footer_links": [], "theme": THEME, "css": CSS}
 
 
-def _share_index_across_threads(chat: PaperChat) -> None:
-    """Let Gradio's worker threads read the index.
-
-    The lexical index's SQLite connection is bound to the thread that opened it; Gradio answers
-    from a pool of threads. The page only reads, and Python's sqlite3 here is built serialized
-    (threadsafety 3), so the connection is reopened with the same options, shareable.
-    """
-    lexical = chat.index.lexical
-    if sqlite3.threadsafety != 3:
-        raise RuntimeError("this Python's sqlite3 is not built thread-safe; the chat page needs it")
-    shared = sqlite3.connect(lexical.path, timeout=30, isolation_level=None, check_same_thread=False)
-    shared.execute("PRAGMA journal_mode=WAL")
-    lexical.db.close()
-    lexical.db = shared
+def _warm_up(chat: PaperChat) -> None:
+    """Answer one question before the URL is shown, so that the first person to ask does not wait
+    for the embedding model, the engine's lazy imports and matplotlib to load."""
+    started = time.perf_counter()
+    chat.ask(EXAMPLE_QUESTIONS[0], answerer="extractive")
+    importlib.import_module("matplotlib.figure")
+    log.info("warmed up in %.1f s", time.perf_counter() - started)
 
 
 def serve(settings: Settings) -> None:
@@ -482,9 +476,7 @@ def serve(settings: Settings) -> None:
         raise SystemExit(f"paperchat: cannot start the chat: {error}\n"
                          "Index the bundled papers with `paperchat ingest` (or your own files with "
                          "`paperchat ingest PATH`), then run `paperchat serve` again.") from None
-    started = time.perf_counter()
-    chat.search(EXAMPLE_QUESTIONS[0])  # loads the embedding model now, not during the first question
-    log.info("warmed up in %.1f s", time.perf_counter() - started)
+    _warm_up(chat)
     app = build_app(chat, settings)
     app.queue(default_concurrency_limit=CHAT_CONCURRENCY)
     try:
