@@ -3,8 +3,9 @@
 Retrieval ranks papers; this module judges them, per paper, on signals that mean the same thing
 for every question (see `rag.retrieval.Retriever`): the dense similarity of the best chunk, the
 IDF-weighted share of the question's terms the paper mentions (`coverage`), the same share over
-the question's few rarest terms (`key_coverage`: a paper that answers "which papers recognise sign
-language?" must say "sign", not just "recognition"), and its BM25 score relative to the best.
+the question's few rarest slots (`key_coverage`: a paper that answers "which papers recognise sign
+language?" must say "sign", not just "recognition"; alternatives such as "X or Y", "X (Y)" and
+"X, i.e. Y" form one slot that either satisfies), and its BM25 score relative to the best.
 
 Abstention is decided on the best paper's relevance, lowered by `absent_share`, the part of the
 question (IDF-weighted) that no paper in the collection mentions at all: a question about "Atari

@@ -55,13 +55,21 @@ _PREFIXES = frozenset([
 ])
 
 
+_ALIAS_MARKERS = frozenset(["i.e", "ie", "e.g", "eg", "namely", "aka", "a.k.a"])
+# "A/B" offers alternatives when both sides are words ("classification/detection", "and/or"), not "TCP/IP"
+_SLASH_ALTERNATIVES = re.compile(r"(?:[a-z][\w-]{2,}|or)(?:/(?:[a-z][\w-]{2,}|or))+", re.IGNORECASE)
+
+
 @dataclass
 class Concept:
     """One thing the question asks about, with the spellings that count as mentioning it.
 
-    `kind` is "term" (a word or a hyphenated/compound term like ResNet-50) or "phrase" (two
-    adjacent content terms of the question, like "sign language"). `df` is how many papers of
-    the whole collection mention it; `idf` follows from it.
+    `kind` is "term" (a word or a hyphenated/compound term like ResNet-50), "phrase" (two
+    adjacent content terms of the question, like "sign language") or "group" (alternatives that
+    each satisfy the question: "X or Y", "X (Y)", "X, i.e. Y"; each alternative is a list of
+    terms, and the group has no spellings of its own). `df` is how many papers of the whole
+    collection mention it (for a group: 1 when some alternative's terms all occur, else 0); `idf`
+    follows from it (for a group: that of its most common alternative, judged by its rarest term).
     """
 
     text: str
@@ -69,6 +77,21 @@ class Concept:
     idf: float = 1.0
     kind: str = "term"
     df: int = -1
+    alternatives: list[list[Concept]] = field(default_factory=list)
+
+    def credit(self, mentioned: set[str]) -> float:
+        """How far a paper that mentions the concepts named `mentioned` mentions this one (0..1).
+
+        A group counts its best alternative, by the IDF-weighted share of that alternative's terms.
+
+        >>> g = Concept("a b | c", [], kind="group", alternatives=[
+        ...     [Concept("a", ["a"], idf=1.0), Concept("b", ["b"], idf=3.0)], [Concept("c", ["c"], idf=2.0)]])
+        >>> g.credit({"b"}), g.credit({"c"}), g.credit({"a"}), Concept("a", ["a"]).credit({"a"})
+        (0.75, 1.0, 0.25, 1.0)
+        """
+        if self.kind != "group":
+            return 1.0 if self.text in mentioned else 0.0
+        return max(idf_share(alternative, mentioned) for alternative in self.alternatives)
 
 
 def spelling_variants(word: str) -> list[str]:
@@ -100,53 +123,135 @@ def is_content_word(word: str) -> bool:
     return not (word in STOPWORDS or word in FRAMING_WORDS or (len(word) < 2 and not word.isdigit()))
 
 
+def _unit_concept(unit: str) -> Concept | None:
+    """The concept one word or compound of a question names, or None when it names nothing."""
+    parts = [p.lower() for p in _WORD.findall(unit)]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return Concept(parts[0], spelling_variants(parts[0])) if is_content_word(parts[0]) else None
+    if not any(is_content_word(p) for p in parts) or "".join(parts) in FRAMING_WORDS:  # "i.e."
+        return None
+    spellings = [" ".join(parts), "".join(parts)]
+    if parts[0] in _PREFIXES:  # "re-collected" also counts as "collected"
+        spellings.append(" ".join(parts[1:]))
+    return Concept(unit.lower(), list(dict.fromkeys(spellings)))
+
+
+def _question_items(question: str) -> list[Concept | str]:
+    """The question as content concepts and, between them, the other tokens (lower-case).
+
+    "A/B" between words becomes "A or B" ("and/or" becomes "and or or").
+    """
+    items: list[Concept | str] = []
+    for match in _UNIT.finditer(question):
+        unit = match.group(0)
+        pieces = unit.split("/") if _SLASH_ALTERNATIVES.fullmatch(unit) else [unit]
+        for i, piece in enumerate(pieces):
+            if i:
+                items.append("or")
+            concept = _unit_concept(piece)
+            items.append(concept if concept is not None else piece.lower())
+    return items
+
+
+def _alternative_groups(items: list[Concept | str]) -> list[list[list[Concept]]]:
+    """Runs of content concepts that the question offers as alternatives of one another.
+
+    "X or Y" and "X, Y or Z" (each listed run at most 3 terms long, so that a clause before a comma
+    is not taken for an item) join runs as alternatives; so do aliases: "X (Y)" (Y: the run inside the
+    brackets) and "X, i.e. Y" (Y: every content term up to the next punctuation, since what
+    follows "i.e." usually defines X in several common words).
+    """
+    runs: list[list[Concept]] = []
+    gaps: list[list[str]] = []  # gaps[i]: the tokens between runs[i - 1] and runs[i]
+    gap: list[str] = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if isinstance(item, str):
+            gap.append(item.strip())
+            i += 1
+            continue
+        if any(t in _ALIAS_MARKERS for t in gap):  # the alias clause runs to the next punctuation
+            run = []
+            while i < len(items) and not (isinstance(items[i], str) and not _WORD.search(items[i])):
+                if isinstance(items[i], Concept):
+                    run.append(items[i])
+                i += 1
+        else:
+            run = []
+            while i < len(items) and isinstance(items[i], Concept):
+                run.append(items[i])
+                i += 1
+        runs.append(run)
+        gaps.append(gap)
+        gap = []
+    parent = list(range(len(runs)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    joined_by_or = [False] * len(runs)  # joined_by_or[i]: runs[i - 1] and runs[i] are alternatives
+    for k in range(len(runs) - 1, 0, -1):
+        tokens = gaps[k]
+        opens = any("(" in t for t in tokens) and not any(")" in t for t in tokens)
+        if opens or any(t in _ALIAS_MARKERS for t in tokens):
+            joined_by_or[k] = True
+        elif "or" in tokens or (tokens == [","] and k + 1 < len(runs) and joined_by_or[k + 1]
+                                and len(runs[k - 1]) <= 3):
+            # The whole run before "or" is one alternative, even where its first words are shared
+            # ("attack image classifiers or detectors"): an alternative too long is only partly
+            # credited, while one cut to its last word ("handwritten text" to "text") credits anything.
+            joined_by_or[k] = True
+        if joined_by_or[k]:
+            parent[root(k)] = root(k - 1)
+    groups: dict[int, list[list[Concept]]] = {}
+    for k, run in enumerate(runs):
+        groups.setdefault(root(k), []).append(run)
+    return [alternatives for alternatives in groups.values() if len(alternatives) > 1]
+
+
 def query_concepts(question: str) -> list[Concept]:
-    """The content terms, compound terms and two-term phrases of a question, framing removed.
+    """The content terms, compound terms, two-term phrases and alternatives of a question, framing removed.
 
     >>> [c.spellings for c in query_concepts("Which papers prune ResNet-50?")]
     [['prune'], ['resnet 50', 'resnet50'], ['prune resnet 50', 'prune resnet50']]
     >>> [c.text for c in query_concepts("Are there papers on recognising sign language from video?")]
     ['recognising', 'sign', 'language', 'video', 'recognising sign', 'sign language']
+    >>> [c.text for c in query_concepts("Which papers study patch attacks on image classifiers or detectors?") if c.kind == "group"]
+    ['image classifiers | detectors']
+    >>> [c.text for c in query_concepts("Are there papers on Kolmogorov-Arnold networks (KANs)?") if c.kind == "group"]
+    ['kolmogorov-arnold networks | kans']
+    >>> [c.text for c in query_concepts("Which papers use hypernetworks, i.e. networks that generate weights?")
+    ...  if c.kind == "group"]
+    ['hypernetworks | networks generate weights']
     """
-    terms: list[Concept] = []
-    phrases: list[Concept] = []
-    seen: set[str] = set()
+    items = _question_items(question)
+    terms: dict[str, Concept] = {}
+    phrases: dict[str, Concept] = {}
     previous: Concept | None = None
-    for match in _UNIT.finditer(question):
-        unit = match.group(0)
-        parts = [p.lower() for p in _WORD.findall(unit)]
-        if not parts:  # punctuation ends a phrase
+    for item in items:
+        if isinstance(item, str):  # a non-content word or punctuation ends a phrase
             previous = None
             continue
-        if len(parts) == 1:
-            word = parts[0]
-            if not is_content_word(word):
-                previous = None
-                continue
-            concept = Concept(word, spelling_variants(word))
-        elif not any(is_content_word(p) for p in parts) or "".join(parts) in FRAMING_WORDS:  # "i.e."
-            previous = None
-            continue
-        else:
-            phrase, joined = " ".join(parts), "".join(parts)
-            spellings = [phrase, joined]
-            if parts[0] in _PREFIXES:  # "re-collected" also counts as "collected"
-                spellings.append(" ".join(parts[1:]))
-            concept = Concept(unit.lower(), list(dict.fromkeys(spellings)))
-        if concept.text not in seen:
-            seen.add(concept.text)
-            terms.append(concept)
+        concept = terms.setdefault(item.text, item)
         if previous is not None:
             text = f"{previous.text} {concept.text}"
-            if text not in seen:
-                seen.add(text)
-                phrases.append(Concept(text, [f"{a} {b}" for a in previous.spellings[:2] for b in concept.spellings[:2]],
-                                       kind="phrase"))
+            phrases.setdefault(text, Concept(text, [f"{a} {b}" for a in previous.spellings[:2]
+                                                    for b in concept.spellings[:2]], kind="phrase"))
         previous = concept
-    # compound terms last, as before, so that single words lead
-    words = [c for c in terms if " " not in c.spellings[0]]
-    compounds = [c for c in terms if " " in c.spellings[0]]
-    return words + compounds + phrases
+    groups: dict[str, Concept] = {}
+    for alternatives in _alternative_groups(items):
+        alternatives = [list({terms[c.text].text: terms[c.text] for c in run}.values()) for run in alternatives]
+        text = " | ".join(" ".join(c.text for c in run) for run in alternatives)
+        groups.setdefault(text, Concept(text, [], kind="group", alternatives=alternatives))
+    # compound terms after single words, so that single words lead
+    words = [c for c in terms.values() if " " not in c.spellings[0]]
+    compounds = [c for c in terms.values() if " " in c.spellings[0]]
+    return words + compounds + list(phrases.values()) + list(groups.values())
 
 
 @dataclass
@@ -165,8 +270,9 @@ class Retriever:
     Besides the fused rank, each paper gets the per-paper signals `rag.judge` decides with:
     `dense` (cosine of its best chunk, computed for lexical-only hits too), `coverage` (IDF-weighted
     share of the question's terms it mentions), `key_coverage` (the same over the question's rarest
-    terms), `phrase_coverage` (over the question's two-term phrases that the collection contains)
-    and `absent_share` (the question's IDF mass that no paper of the collection mentions at all).
+    slots: a term, or a group of alternatives credited by its best alternative; see `question_slots`), `phrase_coverage` (over the question's two-term phrases that the collection contains)
+    and `absent_share` (the question's IDF mass, over slots, that no paper of the collection mentions
+    at all: "X or Y" is absent only when neither is there).
     Mentions are matched in a scratch in-memory FTS5 table holding only the candidates (same
     stemming tokenizer as the index), so that work stays bounded however large the collection is;
     document frequencies come from the index once per concept and are cached.
@@ -238,9 +344,9 @@ class Retriever:
         mentions = self._mentions(concepts, records)
         terms = [c for c in concepts if c.kind == "term"]
         present_phrases = [c for c in concepts if c.kind == "phrase" and c.df > 0]
-        key_terms = sorted((c for c in terms if c.df > 0), key=lambda c: -c.idf)[:s.key_terms]
-        term_idf = sum(c.idf for c in terms) or 1.0
-        absent_share = sum(c.idf for c in terms if c.df == 0) / term_idf
+        slots = question_slots(concepts)
+        key_slots = sorted((c for c in slots if c.df > 0), key=lambda c: -c.idf)[:s.key_terms]
+        absent_share = sum(c.idf for c in slots if c.df == 0) / (sum(c.idf for c in slots) or 1.0)
         timings["concepts"] = time.perf_counter() - mark
 
         papers = []
@@ -256,7 +362,7 @@ class Retriever:
                           "bm25": round(best_lexical.get(pid, (0.0, ""))[0], 4),
                           "dense_rank": dense_rank.get(pid), "lexical_rank": lexical_rank.get(pid),
                           "coverage": round(idf_share(terms, mentioned), 4),
-                          "key_coverage": round(idf_share(key_terms, mentioned), 4),
+                          "key_coverage": round(credit_share(key_slots, mentioned), 4),
                           "phrase_coverage": round(idf_share(present_phrases, mentioned), 4),
                           "absent_share": round(absent_share, 4),
                           "concepts_matched": [c.text for c in concepts if c.text in mentioned],
@@ -295,8 +401,13 @@ class Retriever:
         """
         total = max(1, self.index.lexical.paper_count())
         for concept in concepts:
-            concept.df = self._document_frequency(concept)
-            concept.idf = math.log(1 + (total - concept.df + 0.5) / (concept.df + 0.5))
+            if concept.kind != "group":
+                concept.df = self._document_frequency(concept)
+                concept.idf = math.log(1 + (total - concept.df + 0.5) / (concept.df + 0.5))
+        for group in (c for c in concepts if c.kind == "group"):
+            # as rare as its most common alternative, each judged by its rarest term
+            group.idf = min(max(c.idf for c in alternative) for alternative in group.alternatives)
+            group.df = int(any(all(c.df > 0 for c in alternative) for alternative in group.alternatives))
         out: dict[str, set[str]] = {c.text: set() for c in concepts}
         if not records:
             return out
@@ -306,7 +417,7 @@ class Retriever:
             db.executemany("INSERT INTO candidates VALUES (?, ?, ?)",
                            [(p.title, p.abstract, pid) for pid, p in records.items()])
             for concept in concepts:
-                if concept.df == 0:
+                if concept.df == 0 or concept.kind == "group":
                     continue
                 rows = db.execute("SELECT paper_id FROM candidates WHERE candidates MATCH ?", (_match(concept),))
                 out[concept.text] = {row[0] for row in rows}
@@ -335,6 +446,28 @@ def idf_share(concepts: Sequence[Concept], mentioned: set[str]) -> float:
     """
     total = sum(c.idf for c in concepts)
     return sum(c.idf for c in concepts if c.text in mentioned) / total if total else 0.0
+
+
+def question_slots(concepts: Sequence[Concept]) -> list[Concept]:
+    """What a paper must mention, one slot each: a group of alternatives, or a term in none.
+
+    >>> [c.text for c in question_slots(query_concepts("Which papers study patch attacks on image classifiers or detectors?"))]
+    ['patch', 'attacks', 'image classifiers | detectors']
+    """
+    groups = [c for c in concepts if c.kind == "group"]
+    grouped = {t.text for g in groups for alternative in g.alternatives for t in alternative}
+    return [c for c in concepts if c.kind == "term" and c.text not in grouped] + groups
+
+
+def credit_share(slots: Sequence[Concept], mentioned: set[str]) -> float:
+    """The IDF-weighted share of `slots` a paper mentions (a group by its best alternative; 0 when none).
+
+    >>> g = Concept("a | b", [], kind="group", idf=2.0, alternatives=[[Concept("a", ["a"])], [Concept("b", ["b"])]])
+    >>> credit_share([Concept("c", ["c"], idf=2.0), g], {"b"})
+    0.5
+    """
+    total = sum(c.idf for c in slots)
+    return sum(c.idf * c.credit(mentioned) for c in slots) / total if total else 0.0
 
 
 def _best_chunk(pid: str, dense: dict, lexical: dict) -> str:

@@ -68,24 +68,25 @@ class StoreSettings(Section):
 
 class RetrievalSettings(Section):
     top_k: int = Field(10, ge=1, le=200, description="papers shown for a question (list questions may cite more)")
-    candidates: int = Field(60, ge=5, le=1000, description="chunks fetched from each index before fusion")
+    candidates: int = Field(150, ge=5, le=1000, description="chunks fetched from each index before fusion")
     dense_weight: float = Field(1.0, ge=0, description="weight of the dense (embedding) ranking in fusion")
     lexical_weight: float = Field(1.0, ge=0, description="weight of the lexical (BM25) ranking in fusion")
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
     year_min: int | None = Field(None, description="only papers from this year on")
     year_max: int | None = Field(None, description="only papers up to this year")
     reranker_path: Path | None = Field(None, description="local sentence-transformers CrossEncoder folder; unset = off")
-    dense_coef: float = Field(0.5, description="weight of dense similarity (best chunk) in a paper's relevance")
-    coverage_coef: float = Field(0.1, description="weight of the IDF-weighted share of question terms the paper mentions")
-    key_coef: float = Field(0.4, description="weight of the share of the question's rarest (key) terms the paper mentions")
+    dense_coef: float = Field(0.6, description="weight of dense similarity (best chunk) in a paper's relevance")
+    coverage_coef: float = Field(0.2, description="weight of the IDF-weighted share of question terms the paper mentions")
+    key_coef: float = Field(0.2, description="weight of the share of the question's rarest (key) terms the paper mentions")
     bm25_coef: float = Field(0.0, description="weight of BM25 relative to the best BM25 hit")
-    key_terms: int = Field(3, ge=1, le=20, description="how many of the question's rarest terms count as its key terms")
-    absent_coef: float = Field(0.4, ge=0, description="penalty per share of the question (IDF-weighted) that no paper "
+    key_terms: int = Field(3, ge=1, le=20, description="how many of the question's rarest slots (a term, or a group "
+                           "of alternatives like \"X or Y\") are its key terms")
+    absent_coef: float = Field(0.2, ge=0, description="penalty per share of the question (IDF-weighted) that no paper "
                                "in the collection mentions, subtracted from the best relevance before abstaining")
-    abstain_threshold: float = Field(0.48, description="best relevance (after the absent-terms penalty) below which "
+    abstain_threshold: float = Field(0.51, description="best relevance (after the absent-terms penalty) below which "
                                      "no paper answers (abstain)")
     list_threshold: float = Field(0.20, description="relevance from which a paper counts as matching a list question")
-    list_relative: float = Field(0.65, ge=0, le=1, description="...and at least this share of the best paper's relevance")
+    list_relative: float = Field(0.7, ge=0, le=1, description="...and at least this share of the best paper's relevance")
     depth: int = Field(60, ge=5, le=1000, description="papers judged per question (list answers may cite all that match)")
 
 

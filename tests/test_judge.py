@@ -16,7 +16,7 @@ import rag.judge
 import rag.retrieval
 from rag.chain import PaperChat
 from rag.judge import question_kind
-from rag.retrieval import query_concepts
+from rag.retrieval import query_concepts, question_slots
 
 DEV = Path(__file__).resolve().parent.parent / "eval" / "questions" / "dev.jsonl"
 
@@ -103,3 +103,34 @@ def test_framing_words_are_not_concepts_and_compounds_keep_their_spellings():
         "Which papers report results on ResNet50 or ResNet-50 as their main subject?")}
     assert not {"report", "results", "main", "subject"} & set(concepts)
     assert "resnet50" in concepts["resnet-50"].spellings
+
+
+def test_either_of_two_alternatives_is_enough_to_be_named(chat):
+    crowd, traffic = dev_question("L17"), dev_question("L18")  # crowd counting; traffic sign recognition
+    sources = chat.search("Which papers are about crowd counting or traffic sign recognition?")
+    assert not sources.abstained
+    named = {p.title for p in sources.matching}
+    assert set(crowd["gold_titles"]) | set(traffic["gold_titles"]) <= named
+    assert len(named) <= 2 * 4
+
+
+def test_a_paper_that_spells_out_an_acronym_the_question_abbreviates_is_named(chat):
+    gold = set(dev_question("L10")["gold_titles"])  # "sparse autoencoders (SAEs)"
+    sources = chat.search("Which papers work with sparse autoencoders (SAEs) for interpretability?")
+    spelled_out = {p.title for p in sources.retrieved if p.title in gold and "sae" not in p.abstract.lower()
+                   and "interpretab" in p.abstract.lower()}
+    assert spelled_out  # the case this test is about exists in the corpus
+    assert spelled_out <= {p.title for p in sources.matching}
+
+
+@pytest.mark.parametrize("question, slot", [
+    ("Which papers study attacks on image classifiers or detectors?", "image classifiers | detectors"),
+    ("Which papers study retrievers, rerankers or embedding models?", "retrievers | rerankers | embedding models"),
+    ("Are there papers on Kolmogorov-Arnold networks (KANs)?", "kolmogorov-arnold networks | kans"),
+    ("Which papers use hypernetworks, i.e. networks that generate weights?", "hypernetworks | networks generate weights"),
+    ("Which papers study classification/detection?", "classification | detection"),
+])
+def test_alternatives_and_aliases_are_one_slot(question, slot):
+    slots = [c.text for c in question_slots(query_concepts(question))]
+    assert slot in slots
+    assert not set(slot.replace("|", " ").split()) & set(slots)  # their terms are not demanded one by one
