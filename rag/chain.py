@@ -11,6 +11,7 @@ from retrieval (`rag.judge`), and the citations in its text are checked in code.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class PaperChat:
         self.index = index
         self.retriever = Retriever(index, settings.retrieval, reranker=_make_reranker(settings))
         self._chat_models: dict[str, object] = dict(chat_models or {})
+        self._chat_models_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings, chat_models: dict | None = None) -> PaperChat:
@@ -92,7 +94,11 @@ class PaperChat:
 
     # --- the chat model, built on first use ------------------------------------------------------
     def chat_model(self, backend: str):
-        """The chat model for `backend` (built once); raises `LLMUnavailableError`."""
+        """The chat model for `backend` (built once, whichever thread asks first); raises `LLMUnavailableError`."""
+        with self._chat_models_lock:
+            return self._chat_model(backend)
+
+    def _chat_model(self, backend: str):
         if backend not in self._chat_models:
             from rag.llm import LLMConfig, make_chat_model
 

@@ -32,6 +32,7 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -466,6 +467,21 @@ def _warm_up(chat: PaperChat) -> None:
     chat.ask(EXAMPLE_QUESTIONS[0], answerer="extractive")
     importlib.import_module("matplotlib.figure")
     log.info("warmed up in %.1f s", time.perf_counter() - started)
+    backend = chat.settings.llm.backend
+    if backend != "extractive":
+        # Loading an LLM (for `local`: assembling and loading a 1.1 GB model) takes a while; do it
+        # now in the background rather than on the first question. Failures show up, with the
+        # extractive fallback, when someone asks.
+        threading.Thread(target=_load_llm, args=(chat, backend), daemon=True, name="load-llm").start()
+
+
+def _load_llm(chat: PaperChat, backend: str) -> None:
+    started = time.perf_counter()
+    try:
+        chat.chat_model(backend)
+        log.info("LLM %s ready in %.1f s", backend, time.perf_counter() - started)
+    except Exception as error:  # noqa: BLE001 - reported to the user when they ask
+        log.warning("LLM %s not available: %s", backend, error)
 
 
 def serve(settings: Settings) -> None:
