@@ -71,7 +71,9 @@ class RetrievalSettings(Section):
     candidates: int = Field(150, ge=5, le=1000, description="chunks fetched from each index before fusion")
     dense_weight: float = Field(1.0, ge=0, description="weight of the dense (embedding) ranking in fusion")
     lexical_weight: float = Field(1.0, ge=0, description="weight of the lexical (BM25) ranking in fusion")
-    rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
+    fusion: Literal["zscore", "rrf"] = Field("zscore", description="how dense and BM25 scores combine: "
+                                             "standardised scores (zscore) or reciprocal ranks (rrf)")
+    rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant (fusion = rrf)")
     year_min: int | None = Field(None, description="only papers from this year on")
     year_max: int | None = Field(None, description="only papers up to this year")
     reranker_path: Path | None = Field(None, description="local sentence-transformers CrossEncoder folder; unset = off")
