@@ -95,7 +95,9 @@ def run_beir(folder: Path, settings: Settings, out_dir: Path | None = None, inde
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "beir.json").write_text(json.dumps(result, indent=1))
         (out_dir / "run.json").write_text(json.dumps(run))
-        write_beir_markdown(result, out_dir / "beir.md", dataset=folder.name, config=result["config"])
+        config = {**result["config"], "corpus_papers": result["corpus_papers"], "ingest_s": result["ingest_s"],
+                  "latency_p50_s": result["latency_p50_s"]}
+        write_beir_markdown(result["metrics"], out_dir / "beir.md", dataset=folder.name, config=config)
     return result
 
 

@@ -63,3 +63,4 @@ def test_eval_beir_scores_a_small_beir_folder(tmp_path, capsys):
     assert result["queries"] == 2 and result["corpus_papers"] == 3
     assert result["metrics"]["ndcg_at_10"] == 1.0 and result["metrics"]["recall_at_10"] == 1.0
     assert "ndcg_at_10" in capsys.readouterr().out
+    assert "| nDCG@10 (`ndcg_at_10`) | 1.000 |" in (tmp_path / "beir-out" / "beir.md").read_text()
