@@ -386,8 +386,9 @@ def _retrieved_ids(index_dir: Path, papers, chunks, vectors, encode, questions: 
     from rag.retrieval import Retriever
     from rag.store import PaperIndex
 
+    # A fresh folder each time: chromadb caches its client per path, so a reused path would point at
+    # a deleted database.
     settings = settings_for(index_dir)
-    shutil.rmtree(index_dir, ignore_errors=True)
     index = PaperIndex.open(settings, PrecomputedEmbeddings(encode), create=True)
     try:
         write_index_rows(index, papers, chunks, vectors)
@@ -429,15 +430,21 @@ def bench_embedding(work: Path, runs: int, quick: bool) -> dict:
                "texts_per_s": spread([len(texts) / s for s in seconds], 1),
                "abstracts_per_s": spread([len(papers) / s for s in seconds], 1), "load_average": load_average()}
         query_encode = baseline_query if reference is None else encode
-        ids = _retrieved_ids(work / "variant-index", papers, chunks, vectors,
+        try:
+            ids = _retrieved_ids(work / f"variant-index-{len(rows)}-{os.getpid()}", papers, chunks, vectors,
                              lambda batch, q=query_encode, v=vectors: q(batch), questions)
+        except Exception as error:  # noqa: BLE001 - retrieval is another module's: keep the speed figures
+            ids = None
+            row["quality_error"] = f"{type(error).__name__}: {error}"[:300]
         if reference is None:
             reference, reference_ids = vectors, ids
         cosine = (vectors * reference).sum(axis=1)
         row["cosine_to_fp32"] = {"mean": round(float(cosine.mean()), 5), "min": round(float(cosine.min()), 5)}
-        row["overlap_at_10"] = round(float(np.mean([len(set(a) & set(b)) / max(1, len(b))
-                                                    for a, b in zip(ids, reference_ids)])), 4)
-        row["identical_top10_questions"] = sum(a == b for a, b in zip(ids, reference_ids))
+        row["overlap_at_10"] = row["identical_top10_questions"] = None
+        if ids is not None and reference_ids is not None:
+            row["overlap_at_10"] = round(float(np.mean([len(set(a) & set(b)) / max(1, len(b))
+                                                        for a, b in zip(ids, reference_ids)])), 4)
+            row["identical_top10_questions"] = sum(a == b for a, b in zip(ids, reference_ids))
         rows.append(row)
     return {"texts": len(texts), "abstracts": len(papers), "questions": len(questions), "variants": rows,
             "torch_threads": __import__("torch").get_num_threads(),
@@ -758,6 +765,8 @@ def write_markdown(results: dict, path: Path) -> None:
              f"chromadb {m['chromadb']}. Load average at start: {m['load_average_at_start']} (a shared machine: "
              "other jobs ran alongside, so figures are noisy)."), "",
              f"Each figure: median (min-max, n = runs) over {results['runs']} runs unless noted.", ""]
+    if results.get("merged_from_previous_run"):
+        lines += [f"Sections kept from an earlier run (`--merge`): {', '.join(results['merged_from_previous_run'])}.", ""]
     if results.get("targets"):
         lines += ["## Targets", "", "| target | figure | met |", "|---|---|---|"]
         for t in results["targets"]:
@@ -774,8 +783,11 @@ def write_markdown(results: dict, path: Path) -> None:
                       (f"| {ingest['papers']} | {ingest['chunks']} | {fmt(ingest['seconds'], ' s')} | "
                       f"{fmt(ingest['papers_per_second'])} | {fmt(ingest['peak_rss_mib'])} | {ingest['disk_mib']} MiB |"),
                       "", ingest["note"] + ".", ""]
+    for name in ("embedding", "answer"):
+        if results.get(name, {}).get("status") == "not measured":
+            lines += [f"## {name.capitalize()}", "", f"Not measured: {results[name]['reason']}", ""]
     emb = results.get("embedding")
-    if emb:
+    if emb and emb.get("status") != "not measured":
         lines += [f"## Embedding step alone ({emb['texts']} chunk texts of {emb['abstracts']} abstracts)", "",
                   "| variant | texts/s | abstracts/s | cosine to fp32 (mean / min) | overlap@10 | identical top-10 |",
                   "|---|---|---|---|---|---|"]
@@ -815,7 +827,7 @@ def write_markdown(results: dict, path: Path) -> None:
         if results.get("plot"):
             lines += [f"![growth curve]({results['plot']})", ""]
     answer = results.get("answer")
-    if answer:
+    if answer and answer.get("status") != "not measured":
         lines += ["## Answer latency (bundled corpus, dev questions)", "", "| step | p50 ms | p95 ms |", "|---|---|---|",
                   (f"| question to sources (PaperChat.search) | {fmt(answer['sources_ms']['p50'])} | "
                   f"{fmt(answer['sources_ms']['p95'])} |"),
@@ -887,6 +899,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--questions", type=int, default=0, help="dev questions per retrieval run (0 = all)")
     parser.add_argument("--ingest-runs", type=int, help="runs of the bundled ingest (default: --runs)")
     parser.add_argument("--embedding-runs", type=int, help="runs of each embedding variant (default: --runs)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the sections of an existing OUT/bench.json that this run skips")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     return parser
 
@@ -918,6 +932,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {"argv": list(argv if argv is not None else sys.argv[1:]), "machine": machine_info(),
                      "runs": args.runs, "sizes": sizes, "skipped": sorted(skip)}
+    if args.merge and (out / "bench.json").exists():
+        previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+        for name in skip & set(previous):
+            results[name] = previous[name]
+        results["merged_from_previous_run"] = sorted(skip & set(previous))
 
     def save() -> None:
         results["targets"] = targets(results)
