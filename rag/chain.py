@@ -170,11 +170,11 @@ class PaperChat:
             llm = self.settings.llm
             try:
                 model = self.chat_model(answerer)
-                papers = sources.matching[:llm.max_papers] if sources.matching else sources.retrieved[:llm.max_papers]
                 for piece in stream_llm_answer(question, sources.search_query, sources.kind,
                                                _with_matching_first(sources.retrieved, sources.matching),
-                                               sources.matching if sources.kind == "list" else papers[:1],
-                                               model, context_tokens=llm.context_tokens, max_tokens=llm.max_tokens):
+                                               sources.matching if sources.kind == "list" else sources.matching[:1],
+                                               model, context_tokens=llm.context_tokens, max_tokens=llm.max_tokens,
+                                               max_papers=llm.max_papers):
                     if isinstance(piece, Answer):
                         answer = piece
                     else:

@@ -114,7 +114,7 @@ def build_messages(question: str, kind: QuestionKind, numbered: list[tuple[int, 
 
 def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, papers: list[RetrievedPaper],
                       matching: list[RetrievedPaper], chat_model: BaseChatModel, context_tokens: int = 2048,
-                      max_tokens: int = 512) -> Iterator[str | Answer]:
+                      max_tokens: int = 512, max_papers: int = MAX_PROMPT_PAPERS) -> Iterator[str | Answer]:
     """Yield the model's text as it streams, then the checked `Answer` (answerer ``llm:<model>``).
 
     `papers` become `Answer.retrieved` and `[n]` means `papers[n-1]`; for ``kind == "list"``
@@ -138,7 +138,7 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
                  for paper in candidates]
         texts = fit_papers(gists, budget_chars, max_papers=LIST_PROMPT_PAPERS)
     else:
-        texts = fit_papers(candidates, budget_chars)
+        texts = fit_papers(candidates, budget_chars, max_papers=max_papers, min_papers=min(MIN_PROMPT_PAPERS, max_papers))
     # The prompt numbers each paper by its place in `retrieved` (so [n] in the stream already
     # means retrieved[n-1]), even when a list question shows them out of order.
     shown = {number_of[paper.id]: paper for paper in candidates[: len(texts)]}

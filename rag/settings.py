@@ -103,7 +103,8 @@ class LLMSettings(Section):
     temperature: float = Field(0.1, ge=0, le=2, description="sampling temperature")
     max_tokens: int = Field(512, ge=16, description="longest answer in tokens")
     context_tokens: int = Field(2048, ge=512, description="the model's context window used for the prompt")
-    max_papers: int = Field(5, ge=1, le=30, description="abstracts given to the LLM")
+    max_papers: int = Field(3, ge=1, le=30, description="abstracts given to the LLM for a fact question "
+                            "(fewer = an earlier first token on a CPU; list questions get every match's key sentences)")
     timeout_s: float = Field(120.0, gt=0, description="give up on the LLM after this long")
     threads: int | None = Field(None, ge=1, description="CPU threads for the local model; unset = all cores")
 
