@@ -181,23 +181,13 @@ def write_index_rows(index, papers, chunks, vectors: np.ndarray) -> None:
     Same Chroma ids, metadata and documents, same lexical rows; the delete-before-insert of an
     update is skipped (the index is fresh), which keeps a million-paper build linear.
     """
-    from rag.lexical import _record_json
-
     collection = index.vectors._collection
     step = min(CHROMA_WRITE_BATCH, index.client.get_max_batch_size())
     for start in range(0, len(chunks), step):
         part = chunks[start:start + step]
         collection.upsert(ids=[c.id for c in part], embeddings=vectors[start:start + step],
                           metadatas=[c.metadata for c in part], documents=[c.text for c in part])
-    db = index.lexical.db
-    titles = {p.id: p.title for p in papers}
-    db.execute("BEGIN")
-    db.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?)",
-                   [(p.id, p.content_hash, p.title, p.year, _record_json(p)) for p in papers])
-    db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)", [(c.id, c.paper_id, c.index, c.passage) for c in chunks])
-    db.executemany("INSERT INTO chunks_fts VALUES (?, ?, ?, ?)",
-                   [(titles[c.paper_id], c.passage, c.id, c.paper_id) for c in chunks])
-    db.execute("COMMIT")
+    index.lexical.write_papers(papers, chunks, replace=False)
 
 
 def bundled_chunks(embeddings):

@@ -101,19 +101,26 @@ class LexicalIndex:
         return [row[0] for row in self.db.execute("SELECT paper_id FROM journal")]
 
     # --- writes ------------------------------------------------------------------------------
-    def write_papers(self, papers: Sequence[Paper], chunks: Sequence[Chunk]) -> None:
-        """Replace these papers' rows and chunks, and clear them from the journal, atomically."""
+    def write_papers(self, papers: Sequence[Paper], chunks: Sequence[Chunk], replace: bool = True) -> None:
+        """Replace these papers' rows and chunks, and clear them from the journal, atomically.
+
+        `replace=False` skips removing earlier rows: only for papers known to be absent (a fresh build).
+        """
         ids = [(p.id,) for p in papers]
         self.db.execute("BEGIN")
         try:
-            self._delete(ids)
+            if replace:
+                self._delete(ids)
             self.db.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?)",
                                 [(p.id, p.content_hash, p.title, p.year, _record_json(p)) for p in papers])
             self.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)",
                                 [(c.id, c.paper_id, c.index, c.passage) for c in chunks])
+            # An FTS row shares its rowid with its `chunks` row, so deleting a paper's rows is an index
+            # lookup, not a scan (paper_id is UNINDEXED in the FTS table).
             titles = {p.id: p.title for p in papers}
-            self.db.executemany("INSERT INTO chunks_fts VALUES (?, ?, ?, ?)",
-                                [(titles[c.paper_id], c.passage, c.id, c.paper_id) for c in chunks])
+            self.db.executemany("INSERT INTO chunks_fts (rowid, title, passage, chunk_id, paper_id) "
+                                "SELECT rowid, ?, passage, id, paper_id FROM chunks WHERE id = ?",
+                                [(titles[c.paper_id], c.id) for c in chunks])
             self.db.executemany("DELETE FROM journal WHERE paper_id = ?", ids)
             self.db.execute("COMMIT")
         except BaseException:
@@ -133,7 +140,7 @@ class LexicalIndex:
             self.db.executemany("DELETE FROM journal WHERE paper_id = ?", ids)
 
     def _delete(self, ids: list[tuple[str]]) -> None:
-        self.db.executemany("DELETE FROM chunks_fts WHERE paper_id = ?", ids)
+        self.db.executemany("DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE paper_id = ?)", ids)
         self.db.executemany("DELETE FROM chunks WHERE paper_id = ?", ids)
         self.db.executemany("DELETE FROM papers WHERE id = ?", ids)
 

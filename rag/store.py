@@ -17,7 +17,6 @@ import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
@@ -27,7 +26,7 @@ from rag.papers import PAPER_ID, YEAR, Paper
 from rag.settings import Settings, StoreSettings
 
 MARKER = "paperchat-index.json"
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: lexical FTS rows share their rowid with `chunks` rows
 
 
 class IndexError_(RuntimeError):
