@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from eval.metrics import score_beir
 from eval.report import write_beir_markdown
-from ingest.pipeline import ingest
+from ingest.pipeline import ingest, tqdm_progress
 from rag.embeddings import make_embeddings
 from rag.retrieval import Retriever
 from rag.settings import Settings
@@ -70,7 +70,7 @@ def run_beir(folder: Path, settings: Settings, out_dir: Path | None = None, inde
     index_dir = index_dir or cached_index_dir(folder, settings)
     settings = settings.model_copy(update={"store": settings.store.model_copy(update={"index_dir": index_dir})})
     started = time.perf_counter()
-    summary = ingest([folder / "corpus.jsonl"], settings, fmt="beir", progress=_bar if progress else None)
+    summary = ingest([folder / "corpus.jsonl"], settings, fmt="beir", progress=tqdm_progress if progress else None)
     ingest_s = time.perf_counter() - started
     index = PaperIndex.open(settings, make_embeddings(settings.embedding))
     retriever = Retriever(index, settings.retrieval)
@@ -100,7 +100,3 @@ def run_beir(folder: Path, settings: Settings, out_dir: Path | None = None, inde
         write_beir_markdown(result["metrics"], out_dir / "beir.md", dataset=folder.name, config=config)
     return result
 
-
-def _bar(total: int, label: str):
-    bar = tqdm(total=total, desc=label, unit="chunk")
-    return bar.update

@@ -6,6 +6,7 @@ a changed paper replaces its old chunks in both indexes; `rebuild=True` starts f
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,19 @@ class IngestSummary:
 
 
 ProgressFactory = Callable[[int, str], Callable[[int], None]]
+
+
+def tqdm_progress(total: int, label: str) -> Callable[[int], None]:
+    """A `ProgressFactory` drawing a tqdm bar on stderr, closed when the total is reached."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="chunk", file=sys.stderr, dynamic_ncols=True)
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        if bar.n >= bar.total:
+            bar.close()
+    return advance
 
 
 def ingest(paths: Iterable[Path] | None, settings: Settings, fmt: str | None = None, rebuild: bool = False,

@@ -33,24 +33,8 @@ def _settings(args, **overrides):
     return Settings.load(config_file=args.config, overrides=tree)
 
 
-def _progress_factory(enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    def factory(total: int, label: str):
-        bar = tqdm(total=total, desc=label, unit="chunk", file=sys.stderr, dynamic_ncols=True)
-
-        def advance(n: int) -> None:
-            bar.update(n)
-            if bar.n >= bar.total:
-                bar.close()
-        return advance
-    return factory
-
-
 def cmd_ingest(args) -> int:
-    from ingest.pipeline import ingest
+    from ingest.pipeline import ingest, tqdm_progress
 
     settings = _settings(args, embedding={"batch_size": args.batch_size})
     paths = [Path(p) for p in args.paths]
@@ -61,7 +45,7 @@ def cmd_ingest(args) -> int:
         what = ", ".join(map(str, paths)) if paths else "the bundled corpus"
         print(f"Ingesting {what} into {settings.store.index_dir} ...", file=sys.stderr)
     summary = ingest(paths, settings, fmt=args.format, rebuild=args.rebuild,
-                     progress=_progress_factory(not args.quiet))
+                     progress=None if args.quiet else tqdm_progress)
     for rejection in summary.rejections[:50]:
         print(f"rejected: {rejection}", file=sys.stderr)
     if len(summary.rejections) > 50:
@@ -306,14 +290,14 @@ def cmd_serve(args) -> int:
 
 
 def _ingest_bundled_if_missing(settings) -> None:
-    from ingest.pipeline import ingest
+    from ingest.pipeline import ingest, tqdm_progress
     from rag.store import MARKER
 
     if (settings.store.index_dir / MARKER).exists():
         return
     print(f"No index at {settings.store.index_dir} yet: ingesting the bundled corpus (about a minute) ...",
           file=sys.stderr)
-    summary = ingest(None, settings, progress=_progress_factory(True))
+    summary = ingest(None, settings, progress=tqdm_progress)
     print(f"{summary.papers_total} papers indexed in {summary.seconds:.0f} s.", file=sys.stderr)
 
 
