@@ -28,6 +28,9 @@ class RetrievedPaper(BaseModel):
     passage: str = Field("", description="the best-matching chunk text")
     abstract: str = ""
     matches: bool = Field(False, description="judged to answer the question (list membership)")
+    related: bool = Field(False, description=(
+        "possibly related: some evidence, too weak to count it as a match; shown beneath the matches, "
+        "outside the count and outside `citations`"))
     metadata: dict = Field(default_factory=dict)
 
 
@@ -49,12 +52,17 @@ class Answer(BaseModel):
     kind: QuestionKind = "single"
     text: str
     citations: list[Citation] = Field(default_factory=list)
+    possibly_related: list[Citation] = Field(default_factory=list, description=(
+        "papers with weak evidence for a list question: not in the count, not cited in `text`"))
     retrieved: list[RetrievedPaper] = Field(default_factory=list)
     abstained: bool = False
     answerer: str = "extractive"
     notice: str | None = Field(None, description="shown to the user, e.g. the LLM fell back to extractive")
     dropped_citations: int = 0
     timings_s: dict[str, float] = Field(default_factory=dict)
+    provenance: dict = Field(default_factory=dict, description=(
+        "what the answer was computed from: corpus hash, paper count, embedding model, answerer and "
+        "model file, settings that changed the answer"))
 
     def to_json_dict(self) -> dict:
         """The `--json` shape: `answer`, `abstained`, `citations`, `retrieved`, and the rest."""
