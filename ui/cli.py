@@ -201,11 +201,11 @@ def _eval_beir(args) -> int:
     from eval.beir import BeirError, run_beir
 
     if len(args.rest) != 1:
-        raise UserError("usage: paperchat eval beir DATASET_DIR [--out DIR]")
+        raise UserError("usage: paperchat eval beir DATASET_DIR [--split train|test] [--out DIR]")
     settings = _settings(args)
     try:  # without --index, BEIR keeps its own cached index, never the user's chat index
         result = run_beir(Path(args.rest[0]), settings, Path(args.out) if args.out else None,
-                          index_dir=args.index, progress=not args.quiet)
+                          index_dir=args.index, split=args.split, progress=not args.quiet)
     except BeirError as error:
         raise UserError(str(error)) from None
     print(f"{result['dataset']}: {result['queries']} queries over {result['corpus_papers']} papers")
@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "paperchat eval compare DIR_A DIR_B | paperchat eval beir DATASET_DIR")
     p.add_argument("questions", help="question set (JSONL/CSV), or 'compare', or 'beir'")
     p.add_argument("rest", nargs="*", help="for compare: two run folders; for beir: the dataset folder")
+    p.add_argument("--split", default="test",
+                   help="beir: the qrels split to score (tune on 'train', report 'test'; default test)")
     p.add_argument("--out", help="folder for results.jsonl, report.json, report.md and plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     answer_options(p)
