@@ -97,7 +97,9 @@ def make_chat_model(config: LLMConfig) -> BaseChatModel:
 
 # --- faults -----------------------------------------------------------------------------------
 
-_KEY_LIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-]{6,}")
+# Key shapes, redacted whatever their length: a key cut short is still (part of) a key.
+_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]*|\bkey-[A-Za-z0-9_\-]{6,}")
+_BEARER = re.compile(r"\b(Bearer)\s+[^\s\"',;}\]]+", re.IGNORECASE)
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -107,11 +109,13 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     'bad key *** for user'
     >>> redact("token hunter2 leaked", ("hunter2",))
     'token *** leaked'
+    >>> redact("{'authorization': 'Bearer abc.def'}")
+    "{'authorization': 'Bearer ***'}"
     """
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return _KEY_LIKE.sub("***", text)
+    return _BEARER.sub(r"\1 ***", _KEY_LIKE.sub("***", text))
 
 
 def translate_llm_error(exc: BaseException, *, where: str, secrets: tuple[str, ...] = ()) -> LLMUnavailableError | None:
@@ -121,7 +125,7 @@ def translate_llm_error(exc: BaseException, *, where: str, secrets: tuple[str, .
     """
     if isinstance(exc, LLMUnavailableError):
         return exc
-    message, retryable, status = _describe_fault(exc, where)
+    message, retryable, status = _describe_fault(exc, where, secrets)
     if message is None:
         return None
     return LLMUnavailableError(redact(message, secrets), retryable=retryable, status_code=status)
@@ -142,8 +146,16 @@ def llm_faults(where: str, secrets: tuple[str, ...] = ()) -> Iterator[None]:
         raise translated from None
 
 
-def _describe_fault(exc: BaseException, where: str) -> tuple[str | None, bool, int | None]:
-    """(message, retryable, HTTP status) for a fault from the openai/ollama/httpx clients."""
+def _describe_fault(exc: BaseException, where: str, secrets: tuple[str, ...] = ()) -> tuple[str | None, bool, int | None]:
+    """(message, retryable, HTTP status) for a fault from the openai/ollama/httpx clients.
+
+    A server's error body may echo the request headers: it is redacted before it is shortened,
+    or a key cut in the middle would no longer match and leak its first characters.
+    """
+
+    def short(text: object) -> str:
+        return _short(redact(str(text), secrets))
+
     try:
         import openai
     except ImportError:  # pragma: no cover - the openai extra is absent
@@ -171,7 +183,7 @@ def _describe_fault(exc: BaseException, where: str) -> tuple[str | None, bool, i
                     "`llm.model` and `llm.base_url` (it usually ends in /v1)"), False, 404)
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            detail = _short(getattr(exc, "message", "") or str(exc))
+            detail = short(getattr(exc, "message", "") or str(exc))
             if status >= 500:
                 return ((f"the LLM at {where} failed with HTTP {status} after retries ({detail}); try "
                         "again later or check the server's log"), True, status)
@@ -181,29 +193,29 @@ def _describe_fault(exc: BaseException, where: str) -> tuple[str | None, bool, i
             return ((f"the LLM at {where} sent a response that is not valid OpenAI JSON: is "
                     "`llm.base_url` an OpenAI-compatible endpoint?"), False, None)
         if isinstance(exc, openai.APIError):
-            return ((f"the LLM at {where} sent an error: {_short(str(exc))}"), True, None)
+            return ((f"the LLM at {where} sent an error: {short(str(exc))}"), True, None)
     try:
         import ollama
     except ImportError:
         ollama = None  # type: ignore[assignment]
     if ollama is not None and isinstance(exc, ollama.ResponseError):
         hint = " (pull it with `ollama pull <model>`)" if exc.status_code == 404 else ""
-        return ((f"Ollama at {where} answered HTTP {exc.status_code}: {_short(exc.error)}{hint}"),
+        return ((f"Ollama at {where} answered HTTP {exc.status_code}: {short(exc.error)}{hint}"),
                 exc.status_code >= 500, exc.status_code)
     if httpx is not None and isinstance(exc, httpx.TimeoutException):
         return f"the LLM at {where} did not answer in time; raise `llm.timeout_s`", True, None
     if httpx is not None and isinstance(exc, httpx.HTTPError):
-        return f"cannot talk to the LLM at {where}: {type(exc).__name__}: {_short(str(exc))}", True, None
+        return f"cannot talk to the LLM at {where}: {type(exc).__name__}: {short(str(exc))}", True, None
     if isinstance(exc, TimeoutError):
         return f"the LLM at {where} did not answer in time; raise `llm.timeout_s`", True, None
     if isinstance(exc, OSError):
         return ((f"cannot connect to the LLM at {where}: is the server running? "
-                f"({type(exc).__name__}: {_short(str(exc))})"), True, None)
+                f"({type(exc).__name__}: {short(str(exc))})"), True, None)
     if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | TypeError | AttributeError | IndexError):
         # The clients parse responses after the request succeeded; these are what a body that is
         # not the OpenAI/Ollama shape raises inside them.
         return ((f"the LLM at {where} sent a malformed response ({type(exc).__name__}: "
-                f"{_short(str(exc))}): is it an OpenAI-compatible server?"), False, None)
+                f"{short(str(exc))}): is it an OpenAI-compatible server?"), False, None)
     return None, False, None
 
 
