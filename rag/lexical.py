@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +34,14 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 CREATE TABLE IF NOT EXISTS journal (paper_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Per-term row counts that FTS5 keeps anyway; a temp table, so opening an index writes nothing to it.
+VOCAB = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)"
+TOKENIZER = "porter unicode61"
+# A query term found in more than this share of chunks barely moves BM25 (its IDF is near zero) but
+# makes FTS5 score most of the index; the lexical search leaves it out.
+COMMON_TERM_SHARE = 0.2
+# At most this many of a question's terms, the rarest, go into the FTS5 query.
+MAX_QUERY_TERMS = 12
 
 # Words that say what kind of question it is, not what it is about.
 STOPWORDS = frozenset("""
@@ -52,6 +62,22 @@ class LexicalIndexError(RuntimeError):
     """The lexical index file is unreadable or not paperchat's."""
 
 
+def query_terms(text: str) -> list[str]:
+    """The content words of free text, then its hyphenated compounds as phrases (words space-joined).
+
+    >>> query_terms("Which papers prune ResNet-50?")
+    ['prune', 'resnet', '50', 'resnet 50']
+    """
+    terms = [t.lower() for t in _TOKEN.findall(text)]
+    words = list(dict.fromkeys(t for t in terms if t not in STOPWORDS))
+    phrases = []
+    for compound in re.findall(r"\w+(?:[-./]\w+)+", text):
+        parts = [p.lower() for p in _TOKEN.findall(compound)]
+        if len(parts) > 1:
+            phrases.append(" ".join(parts))
+    return words + list(dict.fromkeys(phrases))
+
+
 def fts_query(text: str) -> str:
     """An FTS5 MATCH expression for free text: every content word, any of them, rarer ones win by BM25.
 
@@ -62,14 +88,37 @@ def fts_query(text: str) -> str:
     >>> fts_query("which papers?")
     ''
     """
-    terms = [t.lower() for t in _TOKEN.findall(text)]
-    words = list(dict.fromkeys(t for t in terms if t not in STOPWORDS))
-    phrases = []
-    for compound in re.findall(r"\w+(?:[-./]\w+)+", text):
-        parts = [p.lower() for p in _TOKEN.findall(compound)]
-        if len(parts) > 1:
-            phrases.append(" ".join(parts))
-    return " OR ".join(f'"{term}"' for term in words + list(dict.fromkeys(phrases)))
+    return _or(query_terms(text))
+
+
+def _or(terms: Iterable[str]) -> str:
+    return " OR ".join(f'"{term}"' for term in terms)
+
+
+_tokenizer_lock = threading.Lock()
+_tokenizer_db: sqlite3.Connection | None = None
+
+
+@lru_cache(maxsize=65_536)
+def index_terms(text: str) -> tuple[str, ...]:
+    """The terms the index's tokenizer makes of `text` (what `fts5vocab` lists), in order.
+
+    >>> index_terms("Pruning ResNet-50 networks")
+    ('prune', 'resnet', '50', 'network')
+    """
+    global _tokenizer_db
+    with _tokenizer_lock:
+        if _tokenizer_db is None:
+            _tokenizer_db = sqlite3.connect(":memory:", check_same_thread=False)
+            _tokenizer_db.executescript(f"""
+                CREATE VIRTUAL TABLE scratch USING fts5(text, tokenize = '{TOKENIZER}');
+                CREATE VIRTUAL TABLE scratch_terms USING fts5vocab(scratch, instance);""")
+        db = _tokenizer_db
+        db.execute("INSERT INTO scratch (rowid, text) VALUES (1, ?)", (text,))
+        try:
+            return tuple(row[0] for row in db.execute("SELECT term FROM scratch_terms ORDER BY offset"))
+        finally:
+            db.execute("DELETE FROM scratch WHERE rowid = 1")
 
 
 class LexicalIndex:
@@ -85,9 +134,14 @@ class LexicalIndex:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self.db.execute(VOCAB)
         except sqlite3.DatabaseError as error:
             raise LexicalIndexError(f"{path} is not a readable paperchat lexical index ({error}); "
                                     "run `paperchat ingest --rebuild` to start over") from None
+        # Term statistics, valid while the file is unchanged: `PRAGMA data_version` moves when another
+        # connection commits, and this one's own writes clear them.
+        self._stats: dict[str, int] = {}
+        self._data_version = -1
 
     def close(self) -> None:
         self.db.close()
@@ -126,6 +180,8 @@ class LexicalIndex:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        finally:
+            self._stats.clear()
 
     def update_records(self, papers: Sequence[Paper]) -> None:
         """Refresh stored records whose indexed content is unchanged (e.g. a new source file)."""
@@ -138,6 +194,7 @@ class LexicalIndex:
         with self.db:
             self._delete(ids)
             self.db.executemany("DELETE FROM journal WHERE paper_id = ?", ids)
+        self._stats.clear()
 
     def _delete(self, ids: list[tuple[str]]) -> None:
         self.db.executemany("DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE paper_id = ?)", ids)
@@ -186,21 +243,94 @@ class LexicalIndex:
             out.update(self.db.execute(f"SELECT id, passage FROM chunks WHERE id IN ({marks})", batch))
         return out
 
+    # --- term statistics ---------------------------------------------------------------------
+    def _valid_stats(self) -> dict[str, int]:
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version or len(self._stats) > 50_000:
+            self._stats.clear()
+            self._data_version = version
+        return self._stats
+
+    def chunk_count(self) -> int:
+        """Rows of the full-text table (one per chunk), cached while the index is unchanged."""
+        stats = self._valid_stats()
+        if "\0rows" not in stats:
+            stats["\0rows"] = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return stats["\0rows"]
+
+    def term_rows(self, terms: Iterable[str]) -> dict[str, int]:
+        """Chunks containing each index term (already tokenized: see `index_terms`), from `fts5vocab`."""
+        wanted = sorted(set(terms))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        found = dict(self.db.execute(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted))
+        return {term: found.get(term, 0) for term in wanted}
+
+    def phrase_rows(self, phrase: str) -> int:
+        """An upper bound on the chunks containing `phrase`: those of its rarest term (0: none can match)."""
+        terms = index_terms(phrase)
+        return min(self.term_rows(terms).values()) if terms else 0
+
+    def document_frequency(self, match: str) -> int:
+        """How many papers match an FTS5 MATCH expression (e.g. `"sign language" OR "asl"`), cached.
+
+        Quoted alternatives none of whose rarest terms occur are answered from `fts5vocab` alone; the
+        rest, phrases included, are counted with MATCH once per index state.
+        """
+        stats = self._valid_stats()
+        if match not in stats:
+            alternatives = _quoted_alternatives(match)
+            if alternatives is not None and not any(self.phrase_rows(a) for a in alternatives):
+                stats[match] = 0
+            else:
+                stats[match] = self.db.execute(
+                    "SELECT count(DISTINCT paper_id) FROM chunks WHERE rowid IN "
+                    "(SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?)", (match,)).fetchone()[0]
+        return stats[match]
+
+    def discriminating_terms(self, text: str) -> list[str]:
+        """The query terms of `text` worth an FTS5 search: present in the index, not too common.
+
+        Terms in more than `COMMON_TERM_SHARE` of the chunks are left out, and at most
+        `MAX_QUERY_TERMS` of the rarest are kept; when every present term is common, the rarest stays.
+        """
+        rows = {term: self.phrase_rows(term) for term in query_terms(text)}
+        present = sorted((term for term in rows if rows[term] > 0), key=lambda term: rows[term])
+        limit = COMMON_TERM_SHARE * self.chunk_count()
+        kept = [term for term in present if rows[term] <= limit][:MAX_QUERY_TERMS]
+        return kept or present[:1]
+
     def search(self, text: str, limit: int, year_min: int | None = None, year_max: int | None = None,
                title_weight: float = 2.0) -> list[tuple[str, str, float]]:
-        """(chunk id, paper id, BM25 score; higher is better) for the best `limit` chunks."""
-        query = fts_query(text)
+        """(chunk id, paper id, BM25 score; higher is better) for the best `limit` chunks.
+
+        Only `discriminating_terms` are searched, which bounds the rows FTS5 scores, and only the
+        best `limit` rows are looked up in `chunks`.
+        """
+        query = _or(self.discriminating_terms(text))
         if not query:
             return []
-        sql = ("SELECT chunk_id, paper_id, -bm25(chunks_fts, ?, 1.0) AS score FROM chunks_fts "
-               "WHERE chunks_fts MATCH ?")
+        where = "chunks_fts MATCH ?"
         params: list = [title_weight, query]
         if year_min is not None or year_max is not None:
-            sql += " AND paper_id IN (SELECT id FROM papers WHERE year BETWEEN ? AND ?)"
+            where += " AND paper_id IN (SELECT id FROM papers WHERE year BETWEEN ? AND ?)"
             params += [year_min if year_min is not None else -10**6, year_max if year_max is not None else 10**6]
-        sql += " ORDER BY score DESC LIMIT ?"
         params.append(limit)
+        sql = (f"SELECT c.id, c.paper_id, best.score FROM (SELECT rowid, -bm25(chunks_fts, ?, 1.0) AS score "
+               f"FROM chunks_fts WHERE {where} ORDER BY score DESC LIMIT ?) AS best "
+               "JOIN chunks AS c ON c.rowid = best.rowid ORDER BY best.score DESC")
         return list(self.db.execute(sql, params))
+
+
+def _quoted_alternatives(match: str) -> list[str] | None:
+    """The phrases of a `"a" OR "b c"` expression; None for any other FTS5 syntax.
+
+    >>> _quoted_alternatives('"sign language" OR "asl"'), _quoted_alternatives('a NEAR b')
+    (['sign language', 'asl'], None)
+    """
+    phrases = re.findall(r'"([^"]*)"', match)
+    return phrases if phrases and _or(phrases) == match.strip() else None
 
 
 def _require_serialized() -> None:

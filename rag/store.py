@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from rag.chunking import Chunk
@@ -54,6 +55,15 @@ class DenseHit:
     chunk_id: str
     paper_id: str
     similarity: float  # cosine similarity, 1 = same direction
+
+
+@dataclass(frozen=True)
+class ChunkVectors:
+    """Stored chunk vectors: row i of `matrix` is chunk `chunk_ids[i]` of paper `paper_ids[i]`."""
+
+    chunk_ids: list[str]
+    paper_ids: list[str]
+    matrix: np.ndarray  # float32, one row per chunk
 
 
 def make_chroma_client(store: StoreSettings):
@@ -176,6 +186,27 @@ class PaperIndex:
         self._delete_dense(paper_ids)
         self.lexical.delete_papers(paper_ids)
 
+    def update_records(self, papers: Sequence[Paper]) -> None:
+        """Refresh the stored records of papers whose indexed text is unchanged (a new source file)."""
+        self.lexical.update_records(papers)
+
+    def write_bulk(self, papers: Sequence[Paper], chunks: Sequence[Chunk], vectors: np.ndarray,
+                   batch_size: int = 4000) -> None:
+        """Add papers that are not in the index yet, with their chunk vectors already computed.
+
+        For building large indexes (the benchmark's synthetic corpora): no embedding model, no
+        delete-before-insert, so a build stays linear. The rows are those `write` writes.
+        """
+        collection = self.client.get_or_create_collection(self.settings.store.collection,
+                                                          metadata={"hnsw:space": "cosine"})
+        step = min(batch_size, self.client.get_max_batch_size())
+        self.lexical.journal_add([p.id for p in papers])
+        for start in range(0, len(chunks), step):
+            part = chunks[start:start + step]
+            collection.upsert(ids=[c.id for c in part], embeddings=vectors[start:start + step],
+                           metadatas=[c.metadata for c in part], documents=[c.text for c in part])
+        self.lexical.write_papers(papers, chunks, replace=False)
+
     def _delete_dense(self, paper_ids: Sequence[str]) -> None:
         for start in range(0, len(paper_ids), 500):
             self.vectors.delete(where={PAPER_ID: {"$in": list(paper_ids[start:start + 500])}})
@@ -183,6 +214,53 @@ class PaperIndex:
     # --- reads -------------------------------------------------------------------------------
     def paper_count(self) -> int:
         return self.lexical.paper_count()
+
+    def papers(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
+        """The stored records of these papers, by id (ids not in the index are left out)."""
+        return self.lexical.papers(paper_ids)
+
+    def passages(self, chunk_ids: Sequence[str]) -> dict[str, str]:
+        """Chunk id → the chunk's passage (without the title), for these chunks."""
+        return self.lexical.passages(chunk_ids)
+
+    def titles(self) -> dict[str, str]:
+        """Paper id → title, for every paper (question sets resolve gold titles with it)."""
+        return self.lexical.all_titles()
+
+    def years(self) -> list[int]:
+        """The year of every paper that has one (the chat's year range and histogram)."""
+        return self.lexical.years()
+
+    def content_hashes(self) -> dict[str, str]:
+        """Paper id → hash of its indexed text: what ingest compares to skip unchanged papers."""
+        return self.lexical.content_hashes()
+
+    def lexical_chunk_ids(self) -> set[str]:
+        return self.lexical.chunk_ids()
+
+    def pending_papers(self) -> list[str]:
+        """Papers an interrupted write left in the journal (empty after `recover()`)."""
+        return self.lexical.journal()
+
+    def lexical_search(self, text: str, limit: int, year_min: int | None = None,
+                       year_max: int | None = None) -> list[tuple[str, str, float]]:
+        """BM25 hits for free text: (chunk id, paper id, score; higher is better), best first."""
+        return self.lexical.search(text, limit, year_min, year_max)
+
+    def document_frequency(self, match_expression: str) -> int:
+        """How many papers match an FTS5 MATCH expression (`"a" OR "b c"`); cached per index state."""
+        return self.lexical.document_frequency(match_expression)
+
+    def vectors_of(self, paper_ids: Sequence[str]) -> ChunkVectors:
+        """The stored vectors of every chunk of these papers (the dense similarity of lexical-only hits)."""
+        if not paper_ids:
+            return ChunkVectors([], [], np.zeros((0, 0), dtype=np.float32))
+        found = self.vectors.get(where={PAPER_ID: {"$in": list(paper_ids)}}, include=["embeddings", "metadatas"])
+        embeddings = found["embeddings"]
+        if embeddings is None or len(embeddings) == 0:
+            return ChunkVectors([], [], np.zeros((0, 0), dtype=np.float32))
+        return ChunkVectors(list(found["ids"]), [meta[PAPER_ID] for meta in found["metadatas"]],
+                            np.asarray(embeddings, dtype=np.float32))
 
     def dense_chunk_ids(self) -> set[str]:
         return set(self.vectors.get(include=[])["ids"])
