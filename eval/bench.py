@@ -627,13 +627,13 @@ def bench_answer(bundled_dir: Path, runs: int) -> dict:
 # --- section: local LLM -----------------------------------------------------------------------------
 def _child_llm(payload: dict) -> dict:
     from rag.chain import PaperChat, Token
-    from rag.llm import LLMConfig, make_chat_model
+    from rag.llm import make_chat_model
 
+    settings = settings_for(Path(payload["index_dir"]), llm={"backend": "local"})
     started = time.perf_counter()
-    model = make_chat_model(LLMConfig(backend="local"))
+    model = make_chat_model(settings.llm)
     load_s = time.perf_counter() - started
-    chat = PaperChat.open(settings_for(Path(payload["index_dir"]), llm={"backend": "local"}),
-                          chat_models={"local": model})
+    chat = PaperChat.open(settings, chat_models={"local": model})
     results = []
     for question in RESNET_QUESTIONS:
         started = time.perf_counter()

@@ -15,16 +15,17 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
 from rag.answer import Answer, QuestionKind, RetrievedPaper
 from rag.embeddings import make_embeddings
 from rag.extractive import extractive_answer
 from rag.judge import Judgement, judge, question_kind
 from rag.retrieval import Retriever
-from rag.settings import Settings
+from rag.settings import Answerer, Settings
 from rag.store import PaperIndex
 
-ANSWERERS = ("extractive", "local", "openai", "ollama")
+ANSWERERS: tuple[Answerer, ...] = get_args(Answerer)
 SMALL_TALK_REPLY = ("Hello! Ask me about the papers in this collection, for example "
                     "\"Which papers prune ResNet-50?\", and I will answer with citations.")
 
@@ -100,13 +101,9 @@ class PaperChat:
 
     def _chat_model(self, backend: str):
         if backend not in self._chat_models:
-            from rag.llm import LLMConfig, make_chat_model
+            from rag.llm import make_chat_model
 
-            llm = self.settings.llm
-            config = LLMConfig(backend=backend, model_path=llm.model_path, base_url=llm.base_url, model=llm.model,
-                               api_key=llm.api_key, temperature=llm.temperature, max_tokens=llm.max_tokens,
-                               context_tokens=llm.context_tokens, timeout_s=llm.timeout_s, n_threads=llm.threads)
-            self._chat_models[backend] = make_chat_model(config)
+            self._chat_models[backend] = make_chat_model(self.settings.llm, backend)
         return self._chat_models[backend]
 
     # --- answering -------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ retries, a malformed response, a missing or corrupt model file — surfaces as
 `LLMUnavailableError`, whose message says what to do and never contains the API key. The chain
 catches it and falls back to the extractive answer with a notice.
 
->>> chat = make_chat_model(LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1",
-...                                  api_key=SecretStr("sk-test")))
+>>> chat = make_chat_model(LLMSettings(backend="openai", base_url="http://127.0.0.1:9/v1",
+...                                    api_key=SecretStr("sk-test")))
 >>> type(chat).__name__
 'GuardedChatOpenAI'
 """
@@ -30,13 +30,16 @@ import os
 import re
 import threading
 import types
-from collections.abc import AsyncIterator, Iterator
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import SecretStr
+
+from rag.settings import Answerer, LLMSettings
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -60,39 +63,21 @@ class LLMUnavailableError(RuntimeError):
         self.status_code = status_code
 
 
-class LLMConfig(BaseModel):
-    """How to reach a chat model. The settings tree maps its `llm` section onto this."""
+def make_chat_model(settings: LLMSettings, backend: Answerer | None = None) -> BaseChatModel:
+    """Build the chat model for `backend` (default `settings.backend`) from the `llm` settings.
 
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["local", "openai", "ollama", "extractive"] = Field(
-        "local", description="which chat model answers; extractive uses none")
-    model_path: Path | None = Field(None, description="GGUF file for `local`; None = the packaged default")
-    base_url: str | None = Field(None, description="server URL for openai/ollama; None = the provider default")
-    model: str | None = Field(None, description="model name for openai/ollama")
-    api_key: SecretStr | None = Field(None, description="key for `openai`, from the environment only")
-    temperature: float = Field(0.1, description="sampling temperature")
-    max_tokens: int = Field(512, description="most tokens an answer may have")
-    context_tokens: int = Field(2048, description="context window (prompt + answer) in tokens")
-    timeout_s: float = Field(60.0, description="seconds to wait for the server before giving up")
-    max_retries: int = Field(2, description="retries for 429/5xx/connection faults (openai backend)")
-    n_threads: int | None = Field(None, description="CPU threads for `local`; None = all cores but one")
-
-
-def make_chat_model(config: LLMConfig) -> BaseChatModel:
-    """Build the chat model `config` asks for. Raises `LLMUnavailableError` naming the fix.
-
-    For ``local`` this loads the model and starts its loopback server (1–10 s, ~25 s on busy cores; see
-    `LocalLlamaServer`); the server is shared by later calls with the same settings.
+    Raises `LLMUnavailableError` naming the fix. For ``local`` this loads the model and starts its
+    loopback server (seconds; see `LocalLlamaServer`), shared by later calls with the same settings.
     """
-    if config.backend == "local":
-        return _make_local(config)
-    if config.backend == "openai":
-        return _make_openai(config)
-    if config.backend == "ollama":
-        return _make_ollama(config)
-    raise ValueError(f"backend {config.backend!r} answers without a chat model; "
-                     "check `config.backend` before calling make_chat_model")
+    backend = backend or settings.backend
+    if backend == "local":
+        return _make_local(settings)
+    if backend == "openai":
+        return _make_openai(settings)
+    if backend == "ollama":
+        return _make_ollama(settings)
+    raise ValueError(f"backend {backend!r} answers without a chat model; "
+                     "check the answerer before calling make_chat_model")
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -272,7 +257,7 @@ def _chat_openai_class() -> type:
     return _guarded(ChatOpenAI)
 
 
-def _make_openai(config: LLMConfig) -> BaseChatModel:
+def _make_openai(config: LLMSettings) -> BaseChatModel:
     api_key = config.api_key
     if api_key is None or not api_key.get_secret_value():
         if config.base_url is None:
@@ -295,33 +280,25 @@ def _make_openai(config: LLMConfig) -> BaseChatModel:
 
 
 # Why an in-process llama.cpp *server* (xllamacpp) on loopback, read by ChatOpenAI:
-# - llama-cpp-python builds llama.cpp from source when installed (~8 min on every fresh machine;
-#   not installed or timed here). xllamacpp ships prebuilt wheels that install in seconds.
-# - xllamacpp exposes llama.cpp's own C++ server (continuous batching, prompt cache, OpenAI
+# - llama-cpp-python builds llama.cpp from source when installed (minutes on every fresh machine).
+#   xllamacpp ships prebuilt wheels that install in seconds.
+# - xllamacpp exposes llama.cpp's own C++ server (prompt cache, a tokenizer endpoint, OpenAI
 #   endpoints with SSE streaming); pointing ChatOpenAI at it means one client code path, one
 #   streaming implementation and one fault translation for `local` and `openai`.
 # - Loopback HTTP costs a few ms per request, nothing next to generation.
-# Measured on this 2-core machine (AVX-512 CPU, but the portable wheel uses AVX2 only; n_ctx 2048,
-# ~590-token prompt, up to 128 tokens out; best of 3 runs while the cores were otherwise idle):
-#   SmolLM2-135M Q4_1 (98 MB):         load 0.7-1.3 s; first token 3.5-4 s (~150 prompt tokens/s);
-#                                      33-57 tokens/s generated (2 threads).
-#   Qwen2.5-Coder-1.5B (1.1 GB, default): load 2 s (6-10 s on busy cores); first token ~11 s (~52 prompt
-#                                      tokens/s); ~10.5 tokens/s generated (2 threads).
-#   With other programs busy on the same cores, 2 threads collapse (SmolLM2 0.5-9, Qwen 0.8-8
-#   tokens/s) while 1 thread holds (SmolLM2 14-38, Qwen 3.3-5.9 tokens/s; first token ~20-40 s
-#   for Qwen): hence `default_thread_count` leaves a core free. A reused prompt prefix (the
-#   server's prompt cache) brings the first token down to 0.03 s (SmolLM2) / 0.8 s (Qwen).
-# Assembling + hashing the 1.1 GB default model from its 22 parts: 8.5 s, once.
+# Load, first-token and generation speeds are measured by `paperchat bench` (eval/bench_results/).
 
 
 class LocalLlamaServer:
     """One llama.cpp server (xllamacpp) on a free 127.0.0.1 port, owned by this process.
 
     The server runs on llama.cpp's own threads inside this process; `stop()` (also run at exit)
-    frees the model and closes the port.
+    frees the model and closes the port. Its one slot keeps the last prompt's state, so a prompt
+    that starts like the previous one (the fixed instructions) is only computed from where they
+    differ (llama.cpp's prompt cache, on by default).
     """
 
-    def __init__(self, model_path: Path, *, context_tokens: int, max_tokens: int, n_threads: int | None):
+    def __init__(self, model_path: Path, *, context_tokens: int, max_tokens: int, threads: int | None):
         try:
             import xllamacpp
         except ImportError as exc:
@@ -333,7 +310,7 @@ class LocalLlamaServer:
         params.model.path = str(model_path)
         params.n_ctx = context_tokens
         params.n_predict = max_tokens
-        threads = n_threads or default_thread_count()
+        threads = threads or default_thread_count()
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.n_parallel = 1  # one user; a second slot would halve the context per request
@@ -350,7 +327,8 @@ class LocalLlamaServer:
                 "is it a complete GGUF chat model? Set `llm.model_path` to another file (a damaged "
                 "packaged default is rebuilt from its parts once you delete it)") from None
         self.model_path = model_path
-        self.base_url = self._server.listening_address.rstrip("/") + "/v1"
+        self.root_url = self._server.listening_address.rstrip("/")
+        self.base_url = self.root_url + "/v1"
 
     def stop(self) -> None:
         """Stop the server and free the model; the C++ destructor joins its threads."""
@@ -359,10 +337,20 @@ class LocalLlamaServer:
 
 
 def default_thread_count() -> int:
-    """All cores but one: llama.cpp's threads spin at every layer's barrier, so when they outnumber
-    the free cores (the UI, the embedder, other programs) generation collapses — measured here on
-    2 busy cores: SmolLM2 at 2 threads 0.5–9 tokens/s, at 1 thread 14–38 tokens/s."""
+    """All cores but one (`llm.threads` unset): llama.cpp's threads wait for each other at every
+    layer, so one thread descheduled by another program (the UI, the embedder) stalls them all."""
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def count_tokens(tokenize_url: str, text: str, timeout_s: float = 30.0) -> int:
+    """How many tokens the model behind llama.cpp's ``/tokenize`` endpoint makes of `text`.
+
+    The endpoint is answered by the server's HTTP thread, not queued behind a generation.
+    """
+    request = urllib.request.Request(tokenize_url, data=json.dumps({"content": text}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with llm_faults(tokenize_url), urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return len(json.load(response)["tokens"])
 
 
 _servers: dict[tuple, LocalLlamaServer] = {}
@@ -370,16 +358,16 @@ _servers_lock = threading.Lock()
 
 
 def local_server(model_path: Path, *, context_tokens: int, max_tokens: int,
-                 n_threads: int | None) -> LocalLlamaServer:
+                 threads: int | None) -> LocalLlamaServer:
     """The running server for these settings, started on first use and reused after."""
-    key = (model_path.resolve(), context_tokens, max_tokens, n_threads)
+    key = (model_path.resolve(), context_tokens, max_tokens, threads)
     with _servers_lock:
         server = _servers.get(key)
         if server is None:
             if not _servers:
                 atexit.register(stop_local_servers)
             server = _servers[key] = LocalLlamaServer(
-                model_path, context_tokens=context_tokens, max_tokens=max_tokens, n_threads=n_threads)
+                model_path, context_tokens=context_tokens, max_tokens=max_tokens, threads=threads)
         return server
 
 
@@ -407,7 +395,7 @@ def _check_gguf(path: Path) -> None:
             "(or delete a damaged default so it is re-assembled)")
 
 
-def _make_local(config: LLMConfig) -> BaseChatModel:
+def _make_local(config: LLMSettings) -> BaseChatModel:
     from rag.local_model import ModelIntegrityError, ModelNotInstalledError, ensure_default_model
 
     model_path = config.model_path
@@ -417,24 +405,52 @@ def _make_local(config: LLMConfig) -> BaseChatModel:
         except (ModelNotInstalledError, ModelIntegrityError) as exc:
             raise LLMUnavailableError(str(exc)) from exc
     server = local_server(model_path, context_tokens=config.context_tokens,
-                          max_tokens=config.max_tokens, n_threads=config.n_threads)
-    return _chat_openai_class()(
+                          max_tokens=config.max_tokens, threads=config.threads)
+    return _local_chat_class()(
         model=model_path.stem,  # llama.cpp serves one model and ignores the name; it labels answers
         base_url=server.base_url,
+        tokenize_url=server.root_url + "/tokenize",
         api_key=SecretStr("local"),
         temperature=config.temperature,
         max_completion_tokens=config.max_tokens,
-        # A cold 1.5B model on two cores needs tens of seconds before its first token, and
-        # retrying a deterministic in-process server only repeats that wait.
-        timeout=max(config.timeout_s, 300.0),
-        max_retries=0,
+        timeout=config.timeout_s,
+        max_retries=0,  # retrying a deterministic in-process server only repeats the wait
         streaming=True,
     )
 
 
+@functools.cache
+def _local_chat_class() -> type:
+    """ChatOpenAI for the local server, counting tokens with the model's own tokenizer.
+
+    LangChain's `get_num_tokens` goes through `get_token_ids`; ChatOpenAI's would ask tiktoken
+    (another model's vocabulary, fetched from the network).
+    """
+    base = _chat_openai_class()
+
+    class LocalChatOpenAI(base):  # type: ignore[misc, valid-type]
+        tokenize_url: str
+
+        def get_num_tokens(self, text: str) -> int:
+            return count_tokens(self.tokenize_url, text)
+
+        def get_token_ids(self, text: str) -> list[int]:
+            raise NotImplementedError("count with get_num_tokens; llama.cpp's ids are not needed here")
+
+    return LocalChatOpenAI
+
+
+def token_counter(chat_model: BaseChatModel) -> Callable[[str], int] | None:
+    """`chat_model`'s exact token count where paperchat runs the model itself (``local``), else None.
+
+    A hosted or Ollama model's tokenizer is not at hand offline; callers estimate instead.
+    """
+    return chat_model.get_num_tokens if isinstance(getattr(chat_model, "tokenize_url", None), str) else None
+
+
 # --- ollama ------------------------------------------------------------------------------------
 
-def _make_ollama(config: LLMConfig) -> BaseChatModel:
+def _make_ollama(config: LLMSettings) -> BaseChatModel:
     try:
         from langchain_ollama import ChatOllama
     except ImportError as exc:

@@ -23,6 +23,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 DEFAULT_CONFIG_FILE = Path("paperchat.toml")
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+# Who writes an answer: the one list the settings, the chain and the command line share.
+Answerer = Literal["extractive", "local", "openai", "ollama"]
 
 
 def default_index_dir() -> Path:
@@ -94,8 +96,7 @@ class RetrievalSettings(Section):
 
 
 class LLMSettings(Section):
-    backend: Literal["local", "openai", "ollama", "extractive"] = Field(
-        "local", description="who writes the answer; extractive needs no LLM")
+    backend: Answerer = Field("local", description="who writes the answer; extractive needs no LLM")
     model_path: Path | None = Field(None, description="GGUF file for the local back-end; unset = the shipped Qwen2.5-Coder-1.5B")
     model: str | None = Field(None, description="model name for openai/ollama back-ends")
     base_url: str | None = Field(None, description="endpoint for openai (e.g. http://127.0.0.1:8000/v1) or ollama")
@@ -105,8 +106,12 @@ class LLMSettings(Section):
     context_tokens: int = Field(2048, ge=512, description="the model's context window used for the prompt")
     max_papers: int = Field(3, ge=1, le=30, description="abstracts given to the LLM for a fact question "
                             "(fewer = an earlier first token on a CPU; list questions get every match's key sentences)")
-    timeout_s: float = Field(120.0, gt=0, description="give up on the LLM after this long")
-    threads: int | None = Field(None, ge=1, description="CPU threads for the local model; unset = all cores")
+    timeout_s: float = Field(120.0, gt=0, description="seconds to wait for the LLM to connect or send its next "
+                             "piece (the first token included) before falling back to the extractive answer")
+    max_retries: int = Field(2, ge=0, le=10, description="retries of the openai back-end after HTTP 429/5xx or a "
+                             "dropped connection (local and ollama are not retried)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for the local model; unset = all cores but one "
+                                "(llama.cpp's threads wait for each other, so on busy cores fewer answer sooner)")
 
 
 class UISettings(Section):

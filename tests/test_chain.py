@@ -10,7 +10,8 @@ from langchain_core.messages import AIMessage
 from pydantic import SecretStr
 
 from rag.chain import Done, Notice, PaperChat, Sources, Token
-from rag.llm import LLMConfig, make_chat_model
+from rag.llm import make_chat_model
+from rag.settings import LLMSettings
 
 
 def fake(text: str) -> GenericFakeChatModel:
@@ -29,9 +30,9 @@ def closed_port() -> int:
 
 
 def test_unreachable_llm_falls_back_to_extractive_with_a_notice(settings):
-    model = make_chat_model(LLMConfig(backend="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1",
-                                      model="m", api_key=SecretStr("sk-secret-abcdef123456"), max_retries=0,
-                                      timeout_s=5))
+    model = make_chat_model(LLMSettings(backend="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1",
+                                        model="m", api_key=SecretStr("sk-secret-abcdef123456"), max_retries=0,
+                                        timeout_s=5))
     chat = PaperChat.open(settings, chat_models={"openai": model})
     try:
         events = list(chat.stream("What top-1 accuracy does MEAL V2 reach on ImageNet?", answerer="openai"))

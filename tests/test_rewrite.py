@@ -8,8 +8,9 @@ from langchain_core.messages import AIMessage
 from llm_server import FakeOpenAIServer, Fault
 from pydantic import Field, SecretStr
 
-from rag.llm import LLMConfig, make_chat_model
+from rag.llm import make_chat_model
 from rag.rewrite import is_small_talk, make_standalone_query
+from rag.settings import LLMSettings
 
 HISTORY = [("Which papers prune ResNet-50?", "Two papers do [1], [2].")]
 
@@ -92,8 +93,8 @@ def test_bad_model_reply_falls_back_to_the_heuristic(bad_reply):
 
 def test_unavailable_model_falls_back_to_the_heuristic():
     with FakeOpenAIServer(faults=[Fault("status", status=500)]) as server:
-        chat = make_chat_model(LLMConfig(backend="openai", base_url=server.base_url, model="m",
-                                         api_key=SecretStr("k"), max_retries=0))
+        chat = make_chat_model(LLMSettings(backend="openai", base_url=server.base_url, model="m",
+                                           api_key=SecretStr("k"), max_retries=0))
         query = make_standalone_query("and which of those use ImageNet?", HISTORY, chat)
     assert query == "prune ResNet-50 use ImageNet"
     assert len(server.requests) == 1

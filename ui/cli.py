@@ -16,6 +16,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import get_args
+
+from rag.settings import Answerer
 
 EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED = 1, 2, 3
 
@@ -234,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_ingest)
     def answer_options(p):
-        p.add_argument("--llm", choices=["extractive", "local", "openai", "ollama"],
+        p.add_argument("--llm", choices=get_args(Answerer),
                        help="who writes the answer (default: llm.backend)")
         p.add_argument("-k", "--top-k", type=int, help="papers to retrieve and show (default: retrieval.top_k)")
         p.add_argument("--year-min", type=int, help="only papers from this year on")
@@ -269,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Serve the Gradio chat (default http://127.0.0.1:7860).")
     p.add_argument("--host", help="address to listen on (default: ui.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: ui.port, 7860)")
-    p.add_argument("--llm", choices=["local", "openai", "ollama", "extractive"], help="answerer (default: llm.backend)")
+    p.add_argument("--llm", choices=get_args(Answerer), help="answerer (default: llm.backend)")
     p.add_argument("--ingest-if-empty", action="store_true", help="ingest the bundled corpus first when there is no index")
     p.set_defaults(handler=cmd_serve)
     return parser
