@@ -99,6 +99,10 @@ class PaperChat:
         with self._chat_models_lock:
             return self._chat_model(backend)
 
+    def has_chat_model(self, backend: str) -> bool:
+        """Whether `backend`'s chat model is built already (the chat says "loading the model" until it is)."""
+        return backend in self._chat_models
+
     def _chat_model(self, backend: str):
         if backend not in self._chat_models:
             from rag.llm import make_chat_model
@@ -109,13 +113,14 @@ class PaperChat:
     # --- answering -------------------------------------------------------------------------------
     def search(self, question: str, top_k: int | None = None, year_min: int | None = None,
                year_max: int | None = None, kind: QuestionKind | None = None,
-               search_query: str | None = None) -> Sources:
+               search_query: str | None = None, include_undated: bool | None = None) -> Sources:
         """Retrieve and judge, no answer text: what the sources panel shows."""
         started = time.perf_counter()
         query = search_query or question
         s = self.settings.retrieval
         top_k = top_k or s.top_k
-        retrieval = self.retriever.retrieve(query, depth=max(s.depth, top_k), year_min=year_min, year_max=year_max)
+        retrieval = self.retriever.retrieve(query, depth=max(s.depth, top_k), year_min=year_min, year_max=year_max,
+                                            include_undated=include_undated)
         judgement: Judgement = judge(question if search_query is None else query, retrieval.papers, s, kind=kind)
         matching_ids = {p.id for p in judgement.matching}
         shown = [p for p in retrieval.papers if p.rank <= top_k or p.id in matching_ids]
@@ -125,8 +130,12 @@ class PaperChat:
                        retrieved=shown, matching=judgement.matching, timings_s=timings)
 
     def stream(self, question: str, history: Sequence[tuple[str, str]] = (), answerer: str | None = None,
-               top_k: int | None = None, year_min: int | None = None, year_max: int | None = None) -> Iterator[Event]:
-        """Answer `question`, yielding `Sources`, then `Token`s, then `Done`."""
+               top_k: int | None = None, year_min: int | None = None, year_max: int | None = None,
+               include_undated: bool | None = None) -> Iterator[Event]:
+        """Answer `question`, yielding `Sources`, then `Token`s, then `Done`.
+
+        `include_undated` (default `retrieval.include_undated`): whether a year filter keeps papers without a year.
+        """
         started = time.perf_counter()
         question = (question or "").strip()
         if not question:
@@ -154,7 +163,7 @@ class PaperChat:
             return
         kind = _follow_up_kind(question, query, history)
         sources = self.search(question, top_k, year_min, year_max, kind=kind,
-                              search_query=query if query != question else None)
+                              search_query=query if query != question else None, include_undated=include_undated)
         yield sources
         judgement = Judgement(sources.kind, sources.abstained, sources.matching, 0.0)
 

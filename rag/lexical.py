@@ -302,7 +302,7 @@ class LexicalIndex:
         return kept or present[:1]
 
     def search(self, text: str, limit: int, year_min: int | None = None, year_max: int | None = None,
-               title_weight: float = 2.0) -> list[tuple[str, str, float]]:
+               title_weight: float = 2.0, include_undated: bool = True) -> list[tuple[str, str, float]]:
         """(chunk id, paper id, BM25 score; higher is better) for the best `limit` chunks.
 
         Only `discriminating_terms` are searched, which bounds the rows FTS5 scores, and only the
@@ -313,8 +313,9 @@ class LexicalIndex:
             return []
         where = "chunks_fts MATCH ?"
         params: list = [title_weight, query]
-        if year_min is not None or year_max is not None:
-            where += " AND paper_id IN (SELECT id FROM papers WHERE year BETWEEN ? AND ?)"
+        if year_min is not None or year_max is not None or not include_undated:
+            undated = " OR year IS NULL" if include_undated else ""
+            where += f" AND paper_id IN (SELECT id FROM papers WHERE year BETWEEN ? AND ?{undated})"
             params += [year_min if year_min is not None else -10**6, year_max if year_max is not None else 10**6]
         params.append(limit)
         sql = (f"SELECT c.id, c.paper_id, best.score FROM (SELECT rowid, -bm25(chunks_fts, ?, 1.0) AS score "

@@ -291,22 +291,23 @@ class Retriever:
         self._scratch_lock = threading.Lock()
 
     def retrieve(self, query: str, depth: int | None = None, year_min: int | None = None,
-                 year_max: int | None = None) -> Retrieval:
+                 year_max: int | None = None, include_undated: bool | None = None) -> Retrieval:
         """The papers for `query`, best first: up to `depth` (default `settings.top_k * 3`)."""
         s = self.settings
         depth = depth or max(s.top_k * 3, 30)
         year_min = s.year_min if year_min is None else year_min
         year_max = s.year_max if year_max is None else year_max
+        include_undated = s.include_undated if include_undated is None else include_undated
         timings: dict[str, float] = {}
         started = time.perf_counter()
         vector = self.index.embeddings.embed_query(query)
         timings["embed_query"] = time.perf_counter() - started
 
         mark = time.perf_counter()
-        dense = self.index.dense_search(vector, s.candidates, year_min, year_max)
+        dense = self.index.dense_search(vector, s.candidates, year_min, year_max, include_undated)
         timings["dense"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        lexical = self.index.lexical.search(query, s.candidates, year_min, year_max)
+        lexical = self.index.lexical.search(query, s.candidates, year_min, year_max, include_undated=include_undated)
         timings["lexical"] = time.perf_counter() - mark
 
         mark = time.perf_counter()

@@ -78,6 +78,8 @@ class RetrievalSettings(Section):
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant (fusion = rrf)")
     year_min: int | None = Field(None, description="only papers from this year on")
     year_max: int | None = Field(None, description="only papers up to this year")
+    include_undated: bool = Field(True, description="a year filter keeps papers without a year (most listing "
+                                  "pages carry no date); false drops them, and with no bounds keeps only dated papers")
     reranker_path: Path | None = Field(None, description="local sentence-transformers CrossEncoder folder; unset = off")
     dense_coef: float = Field(0.6, description="weight of dense similarity (best chunk) in a paper's relevance")
     coverage_coef: float = Field(0.2, description="weight of the IDF-weighted share of question terms the paper mentions")
@@ -119,6 +121,9 @@ class UISettings(Section):
     port: int = Field(7860, ge=1, le=65535, description="port of the chat page")
     username: str = Field("paperchat", description="user name when a password is set")
     password: SecretStr | None = Field(None, description="protect the page with this password; environment only")
+    feedback_file: Path = Field(default_factory=lambda: default_index_dir().parent / "feedback.jsonl",
+                                description="JSONL file where the chat's thumbs-down and \"you missed\" notes are "
+                                "saved as unconfirmed eval questions (default: the user data directory)")
 
 
 class Settings(BaseSettings):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,9 +243,9 @@ class PaperIndex:
         return self.lexical.journal()
 
     def lexical_search(self, text: str, limit: int, year_min: int | None = None,
-                       year_max: int | None = None) -> list[tuple[str, str, float]]:
+                       year_max: int | None = None, include_undated: bool = True) -> list[tuple[str, str, float]]:
         """BM25 hits for free text: (chunk id, paper id, score; higher is better), best first."""
-        return self.lexical.search(text, limit, year_min, year_max)
+        return self.lexical.search(text, limit, year_min, year_max, include_undated=include_undated)
 
     def document_frequency(self, match_expression: str) -> int:
         """How many papers match an FTS5 MATCH expression (`"a" OR "b c"`); cached per index state."""
@@ -266,13 +266,34 @@ class PaperIndex:
         return set(self.vectors.get(include=[])["ids"])
 
     def dense_search(self, query_vector: list[float], limit: int, year_min: int | None = None,
-                     year_max: int | None = None) -> list[DenseHit]:
-        where = _year_filter(year_min, year_max)
+                     year_max: int | None = None, include_undated: bool = True) -> list[DenseHit]:
+        bounded = year_min is not None or year_max is not None
+        where = _year_filter(year_min, year_max, include_undated,
+                             set(self.years()) if include_undated and bounded else ())
         hits = self.vectors.similarity_search_by_vector_with_relevance_scores(query_vector, k=limit, filter=where)
         return [DenseHit(doc.id, doc.metadata[PAPER_ID], 1.0 - distance) for doc, distance in hits]
 
 
-def _year_filter(year_min: int | None, year_max: int | None) -> dict | None:
+def _year_filter(year_min: int | None, year_max: int | None, include_undated: bool = True,
+                 known_years: Collection[int] = ()) -> dict | None:
+    """The Chroma `where` for a year range; undated chunks carry no year key at all.
+
+    Chroma's `$nin` keeps a chunk that lacks the key, so "in the range, or undated" is "none of
+    the collection's years outside the range":
+
+    >>> _year_filter(2020, None, include_undated=True, known_years={2018, 2020, 2023})
+    {'year': {'$nin': [2018]}}
+    >>> _year_filter(2020, 2021, include_undated=False)
+    {'$and': [{'year': {'$gte': 2020}}, {'year': {'$lte': 2021}}]}
+    >>> _year_filter(None, None, include_undated=False)
+    {'year': {'$gte': -1000000}}
+    """
+    if include_undated:
+        outside = sorted(y for y in known_years if (year_min is not None and y < year_min)
+                         or (year_max is not None and y > year_max))
+        return {YEAR: {"$nin": outside}} if outside else None
+    if year_min is None and year_max is None:
+        return {YEAR: {"$gte": -10**6}}  # any year: only dated chunks have the key
     clauses = []
     if year_min is not None:
         clauses.append({YEAR: {"$gte": year_min}})
