@@ -121,6 +121,9 @@ class UISettings(Section):
     port: int = Field(7860, ge=1, le=65535, description="port of the chat page")
     username: str = Field("paperchat", description="user name when a password is set")
     password: SecretStr | None = Field(None, description="protect the page with this password; environment only")
+    feedback_file: Path | None = Field(None, description="JSONL file where the chat saves thumbs-down and \"you "
+                                       "missed\" notes as unconfirmed eval questions; unset = feedback.jsonl in the "
+                                       "user data directory")
     feedback_file: Path = Field(default_factory=lambda: default_index_dir().parent / "feedback.jsonl",
                                 description="JSONL file where the chat's thumbs-down and \"you missed\" notes are "
                                 "saved as unconfirmed eval questions (default: the user data directory)")
