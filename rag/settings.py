@@ -124,9 +124,6 @@ class UISettings(Section):
     feedback_file: Path | None = Field(None, description="JSONL file where the chat saves thumbs-down and \"you "
                                        "missed\" notes as unconfirmed eval questions; unset = feedback.jsonl in the "
                                        "user data directory")
-    feedback_file: Path = Field(default_factory=lambda: default_index_dir().parent / "feedback.jsonl",
-                                description="JSONL file where the chat's thumbs-down and \"you missed\" notes are "
-                                "saved as unconfirmed eval questions (default: the user data directory)")
 
 
 class Settings(BaseSettings):
