@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ingest.sources import ReadResult, bundled_corpus_dir, read_papers
+from ingest.sources import Limits, ReadResult, bundled_corpus_dir, read_papers
 from rag.chunking import chunk_paper
 from rag.embeddings import make_embeddings
 from rag.papers import Paper
@@ -37,7 +37,9 @@ class IngestSummary:
     seconds: float = 0.0
     papers_per_second: float = 0.0
     recovered: int = 0
+    files_read: int = 0
     rejections: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
     def to_json_dict(self) -> dict:
         return asdict(self)
@@ -47,10 +49,14 @@ ProgressFactory = Callable[[int, str], Callable[[int], None]]
 
 
 def tqdm_progress(total: int, label: str) -> Callable[[int], None]:
-    """A `ProgressFactory` drawing a tqdm bar on stderr, closed when the total is reached."""
+    """A `ProgressFactory` drawing a tqdm bar on stderr, closed when the total is reached.
+
+    The "reading" stage counts bytes, the others chunks.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=label, unit="chunk", file=sys.stderr, dynamic_ncols=True)
+    unit, scale = ("B", True) if label == "reading" else ("chunk", False)
+    bar = tqdm(total=total, desc=label, unit=unit, unit_scale=scale, file=sys.stderr, dynamic_ncols=True)
 
     def advance(n: int) -> None:
         bar.update(n)
@@ -63,13 +69,18 @@ def ingest(paths: Iterable[Path] | None, settings: Settings, fmt: str | None = N
            progress: ProgressFactory | None = None) -> IngestSummary:
     """Bring the index up to date with `paths` (the bundled corpus when None or empty).
 
-    `progress(total, label)` returns a callback advanced by the number of chunks embedded.
+    `progress(total, label)` returns a callback advanced by the bytes read ("reading"), then by
+    the number of chunks embedded ("embedding"). A path ``-`` is standard input.
     """
     started = time.perf_counter()
     paths = list(paths or []) or [bundled_corpus_dir()]
-    read: ReadResult = read_papers(paths, fmt)
+    limits = Limits(max_record_bytes=settings.ingest.max_record_bytes, max_title_chars=settings.ingest.max_title_chars)
+    read: ReadResult = read_papers(paths, fmt, limits, progress)
     summary = IngestSummary(duplicates_merged=read.duplicates_merged, records_rejected=len(read.rejected),
-                            rejections=[str(r) for r in read.rejected])
+                            files_read=read.files, rejections=[str(r) for r in read.rejected],
+                            notices=[str(n) for n in read.notices])
+    if not read.files and not rebuild:
+        return summary  # nothing to read (an empty folder): the index is left as it is, unopened
     if rebuild:
         PaperIndex.wipe(settings)
     embeddings = make_embeddings(settings.embedding)
@@ -107,7 +118,8 @@ def _write(index: PaperIndex, papers: list[Paper], settings: Settings, progress:
     count = embeddings.count_tokens
     chunking = settings.chunking
     chunked = [(paper, chunk_paper(paper, min(chunking.max_tokens, embeddings.max_seq_tokens - 2), count,
-                                   chunking.overlap_sentences)) for paper in papers]
+                                   chunking.overlap_sentences, settings.ingest.max_title_chars))
+               for paper in papers]
     total = sum(len(chunks) for _, chunks in chunked)
     embeddings.progress = progress(total, "embedding") if progress else None
     try:

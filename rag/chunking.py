@@ -84,20 +84,28 @@ def split_passages(title: str, abstract: str, max_tokens: int, count: Callable[[
     return passages or [abstract.strip()]
 
 
-def chunk_paper(paper: Paper, max_tokens: int, count: Callable[[str], int], overlap_sentences: int = 1) -> list[Chunk]:
+def chunk_paper(paper: Paper, max_tokens: int, count: Callable[[str], int], overlap_sentences: int = 1,
+                max_title_chars: int = 300) -> list[Chunk]:
     """The chunks of one paper, with the metadata both indexes store.
+
+    The title that travels with each chunk is clipped to `max_title_chars`, so that a giant
+    title neither pushes the abstract out of the embedding window nor is stored once per chunk.
 
     >>> p = Paper("Pruning", "We prune ResNet-50. It stays accurate.", year=2021)
     >>> [c.id.endswith(f"#{c.index}") for c in chunk_paper(p, 256, lambda t: len(t.split()))]
     [True]
+    >>> huge = Paper("word " * 20_000, "We prune ResNet-50. It stays accurate.")
+    >>> [len(c.text) < 400 for c in chunk_paper(huge, 256, lambda t: len(t.split()))]
+    [True]
     """
-    passages = split_passages(paper.title, paper.abstract, max_tokens, count, overlap_sentences)
+    title = paper.title if len(paper.title) <= max_title_chars else paper.title[:max_title_chars - 1] + "…"
+    passages = split_passages(title, paper.abstract, max_tokens, count, overlap_sentences)
     chunks = []
     for index, passage in enumerate(passages):
-        metadata = {PAPER_ID: paper.id, TITLE: paper.title, CHUNK_INDEX: index, CHUNK_COUNT: len(passages),
+        metadata = {PAPER_ID: paper.id, TITLE: title, CHUNK_INDEX: index, CHUNK_COUNT: len(passages),
                     CONTENT_HASH: paper.content_hash}
         if paper.year is not None:
             metadata[YEAR] = paper.year
         chunks.append(Chunk(id=f"{paper.id}#{index}", paper_id=paper.id, index=index,
-                            text=f"{paper.title}. {passage}", passage=passage, metadata=metadata))
+                            text=f"{title}. {passage}", passage=passage, metadata=metadata))
     return chunks

@@ -43,7 +43,7 @@ class Paper:
 
     def __post_init__(self) -> None:
         if not self.id:
-            object.__setattr__(self, "id", paper_id_from_title(self.title))
+            object.__setattr__(self, "id", paper_id_from_title(self.title, self.abstract))
 
     @property
     def content_hash(self) -> str:
@@ -85,10 +85,17 @@ def normalize_title(title: str) -> str:
     return " ".join(text.split())
 
 
-def paper_id_from_title(title: str) -> str:
-    """A stable id for a paper whose source gives none.
+def paper_id_from_title(title: str, abstract: str = "") -> str:
+    """A stable id for a paper whose source gives none: the same title, the same id.
+
+    A title with nothing left after normalising ("???", emoji, zero-width spaces) does not tell
+    papers apart, so its id comes from the title and abstract as written.
 
     >>> paper_id_from_title("ResNet strikes back!") == paper_id_from_title("resnet  STRIKES back")
     True
+    >>> paper_id_from_title("???", "One abstract.") == paper_id_from_title("???", "Another abstract.")
+    False
     """
-    return "t-" + hashlib.sha1(normalize_title(title).encode()).hexdigest()[:16]
+    key = normalize_title(title) or "\x1f".join((" ".join(title.split()), " ".join(abstract.split())))
+    # surrogatepass: text with a lone surrogate still gets an id; the reader rejects it by name.
+    return "t-" + hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]

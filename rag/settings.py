@@ -55,6 +55,13 @@ class ChunkSettings(Section):
     overlap_sentences: int = Field(1, ge=0, le=5, description="sentences repeated between neighbouring chunks")
 
 
+class IngestSettings(Section):
+    max_record_bytes: int = Field(200_000, ge=1_000, description="longest record read (a JSON line, a CSV row, a "
+                                  "listing line); a longer one is rejected without being parsed")
+    max_title_chars: int = Field(300, ge=20, description="longer titles are clipped (with a note), so that the "
+                                 "abstract stays inside the embedding window")
+
+
 class StoreSettings(Section):
     @field_validator("index_dir", mode="after")
     @classmethod
@@ -135,6 +142,7 @@ class Settings(BaseSettings):
 
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkSettings = Field(default_factory=ChunkSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)

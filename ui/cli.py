@@ -42,7 +42,7 @@ def cmd_ingest(args) -> int:
     settings = _settings(args, embedding={"batch_size": args.batch_size})
     paths = [Path(p) for p in args.paths]
     for path in paths:
-        if not path.exists():
+        if str(path) != "-" and not (path.exists() or path.is_symlink()):
             raise UserError(f"{path}: no such file or folder")
     if not args.json:
         what = ", ".join(map(str, paths)) if paths else "the bundled corpus"
@@ -53,13 +53,22 @@ def cmd_ingest(args) -> int:
         print(f"rejected: {rejection}", file=sys.stderr)
     if len(summary.rejections) > 50:
         print(f"... and {len(summary.rejections) - 50} more rejected records", file=sys.stderr)
+    for notice in summary.notices[:50]:
+        print(f"note: {notice}", file=sys.stderr)
+    if len(summary.notices) > 50:
+        print(f"... and {len(summary.notices) - 50} more notes", file=sys.stderr)
+    if summary.files_read == 0 and not summary.rejections:
+        print(f"paperchat: warning: no files to read in {', '.join(map(str, paths))} (names starting with '.' "
+              "are skipped); nothing was ingested", file=sys.stderr)
+        return EXIT_ERROR
     if args.json:
         data = summary.to_json_dict()
         data.pop("rejections")
         data["rejected"] = summary.rejections
         print(json.dumps(data))
     else:
-        print(f"papers: {summary.papers_added} added, {summary.papers_updated} updated, "
+        print(f"files read: {summary.files_read}\n"
+              f"papers: {summary.papers_added} added, {summary.papers_updated} updated, "
               f"{summary.papers_unchanged} unchanged, {summary.duplicates_merged} duplicates merged, "
               f"{summary.records_rejected} records rejected\n"
               f"chunks embedded: {summary.chunks}; papers in the index: {summary.papers_total}\n"
@@ -228,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("ingest", parents=[common], help="index papers (the bundled corpus by default)",
                             description="Index papers from files or folders: the bundled listing pages, "
                             "JSONL/CSV with title and abstract, an arXiv metadata snapshot, or a BEIR corpus.")
-    p.add_argument("paths", nargs="*", help="files or folders (default: the bundled corpus)")
+    p.add_argument("paths", nargs="*", help="files or folders, read with their subfolders; - for standard input "
+                   "(default: the bundled corpus)")
     p.add_argument("--format", choices=["listing", "jsonl", "csv", "arxiv", "beir"],
                    help="input format (default: detected from each file's content)")
     p.add_argument("--rebuild", action="store_true", help="delete the index and start over")

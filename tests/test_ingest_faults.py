@@ -1,0 +1,376 @@
+"""Hostile and careless input (issue 14): one bad record costs that record, with a one-line message
+naming its file and line; never a traceback, never a good record lost, never a hang."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import REPO, make_settings, write_jsonl
+
+from ingest.sources import Limits, Notice, Rejection, iter_records, read_papers
+from rag.chunking import chunk_paper
+from rag.papers import Paper
+
+
+def good(i: int, **extra) -> dict:
+    return {"id": f"g{i}", "title": f"Good paper {i} on pruning", "abstract": f"We prune network {i}. It stays accurate.",
+            **extra}
+
+
+def jsonl_with(tmp_path: Path, bad_line: str, name: str = "mixed.jsonl") -> Path:
+    """A file of a good record, the bad line (line 2), and another good record."""
+    path = tmp_path / name
+    path.write_text(f"{json.dumps(good(1))}\n{bad_line}\n{json.dumps(good(2))}\n", encoding="utf-8")
+    return path
+
+
+def assert_one_line_message(rejection: Rejection, path: Path, line: int | None) -> None:
+    text = str(rejection)
+    assert text.startswith(f"{path}:{line}: " if line else f"{path}: "), text
+    assert "\n" not in text and len(text) < 500, text
+
+
+# --- one bad JSON record among good ones ------------------------------------------------------
+
+HOSTILE_JSON = {
+    "nested 2,000 deep": ('{"title": "T", "abstract": ' + "[" * 2_000 + "]" * 2_000 + "}", "nested too deeply"),
+    "nested 200,000 deep": ('{"title": "T", "abstract": ' + "[" * 200_000 + "]" * 200_000 + "}", "nested too deeply"),
+    "a 4,301-digit integer": ('{"title": "T", "abstract": "A.", "year": ' + "9" * 4_301 + "}", "4300 digits"),
+    "year 10**30": (json.dumps({"title": "T", "abstract": "A.", "year": 10**30}), "outside 1000..2100"),
+    "year -5": (json.dumps({"title": "T", "abstract": "A.", "year": -5}), "outside 1000..2100"),
+    "a lone surrogate": ('{"title": "Broken \\ud800 title", "abstract": "A."}', "lone surrogate (\\ud800)"),
+    "a surrogate in an author": ('{"title": "T", "abstract": "A.", "authors": ["X \\udfff"]}', "authors holds a lone"),
+    "authors nested 900 deep": ('{"title": "T", "abstract": "A.", "authors": ' + "[" * 900 + "]" * 900 + "}", None),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_JSON)
+def test_a_hostile_json_record_is_rejected_by_line_and_the_others_read(tmp_path, case):
+    bad_line, reason = HOSTILE_JSON[case]
+    path = jsonl_with(tmp_path, bad_line)
+    # The record bound is raised so that the JSON parser itself meets the 200,000-deep line.
+    result = read_papers([path], limits=Limits(max_record_bytes=1_000_000))
+    assert {p.id for p in result.papers} >= {"g1", "g2"}
+    if reason is None:  # readable after all: kept, and storable
+        assert len(result.papers) == 3 and not result.rejected
+        return
+    assert len(result.papers) == 2
+    (rejection,) = result.rejected
+    assert_one_line_message(rejection, path, 2)
+    assert reason in rejection.reason
+
+
+def test_dates_outside_the_year_range_give_no_year_but_keep_the_paper(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [good(1, date="2999-01-01"), good(2, date="1999-05-05")])
+    result = read_papers([path])
+    assert [(p.id, p.year, p.date) for p in result.papers] == [("g1", None, "2999-01-01"), ("g2", 1999, "1999-05-05")]
+
+
+def test_a_line_over_the_record_bound_is_refused_unread_and_quoted_clipped(tmp_path):
+    path = tmp_path / "big.jsonl"
+    huge = json.dumps({"id": "huge", "title": "Huge", "abstract": "word " * 60_000})  # ~300 kB
+    path.write_text(f"{json.dumps(good(1))}\n{huge}\n{json.dumps(good(2))}\n", encoding="utf-8")
+    result = read_papers([path], limits=Limits(max_record_bytes=100_000))
+    assert [p.id for p in result.papers] == ["g1", "g2"]
+    (rejection,) = result.rejected
+    assert_one_line_message(rejection, path, 2)
+    assert "300,0" in rejection.reason and "max_record_bytes" in rejection.reason
+    # Under the default bound (200 kB) a 150 kB abstract is an ordinary record.
+    path.write_text(json.dumps({"id": "long", "title": "Long", "abstract": "word " * 30_000}) + "\n")
+    assert [p.id for p in read_papers([path]).papers] == ["long"]
+
+
+def test_a_50_mb_line_costs_neither_memory_nor_the_file(tmp_path):
+    path = tmp_path / "fifty.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        out.write(json.dumps(good(1)) + "\n")
+        out.write('{"title": "Fifty megabytes", "abstract": "')
+        block = "lorem ipsum " * 87_381  # ~1 MiB
+        for _ in range(50):
+            out.write(block)
+        out.write('"}\n' + json.dumps(good(2)) + "\n")
+    tracemalloc.start()
+    try:
+        result = read_papers([path])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [p.id for p in result.papers] == ["g1", "g2"]
+    (rejection,) = result.rejected
+    assert_one_line_message(rejection, path, 2)
+    line_bytes = path.stat().st_size - 2 * len(json.dumps(good(1)) + "\n")
+    assert f"line of {line_bytes:,} bytes" in rejection.reason  # the size is told, the line is not echoed
+    assert peak < 10 * 2**20, f"reading held {peak / 2**20:.0f} MiB"
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def csv_text(rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def test_a_csv_field_over_128_kb_costs_nothing_and_one_over_the_bound_costs_its_row(tmp_path):
+    rows = [["id", "title", "abstract"], ["c0", "First", "First abstract."],
+            ["big", "Big", "word " * 30_000]]  # 150 kB: over the csv module's default field limit
+    rows += [[f"c{i}", f"Later paper {i}", f"Abstract {i}."] for i in range(1, 11)]
+    path = tmp_path / "big.csv"
+    path.write_text(csv_text(rows), encoding="utf-8")
+    assert len(read_papers([path]).papers) == 12
+    result = read_papers([path], limits=Limits(max_record_bytes=100_000))
+    assert [p.id for p in result.papers] == ["c0"] + [f"c{i}" for i in range(1, 11)]
+    (rejection,) = result.rejected
+    assert_one_line_message(rejection, path, 3)
+    assert "record limit" in rejection.reason
+
+
+def test_an_unclosed_quote_names_its_line_and_the_rows_after_it_are_read(tmp_path):
+    lines = ["id,title,abstract", "c0,First,First abstract.", 'c1,"Unclosed title,Its abstract.']
+    lines += [f"c{i},Later paper {i},Abstract {i}." for i in range(2, 7)]
+    path = tmp_path / "quote.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = read_papers([path])
+    assert [p.id for p in result.papers] == ["c0", "c2", "c3", "c4", "c5", "c6"]
+    (rejection,) = result.rejected
+    assert_one_line_message(rejection, path, 3)
+    assert "never closes" in rejection.reason
+
+
+def test_a_quote_closed_rows_later_does_not_glue_rows_together(tmp_path):
+    lines = ["id,title,abstract", 'c1,"Unclosed title,Its abstract.', 'c2,"Quoted, title",Abstract two.',
+             "c3,Plain title,Abstract three."]
+    path = tmp_path / "glued.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = read_papers([path])
+    assert [(p.id, p.title) for p in result.papers] == [("c2", "Quoted, title"), ("c3", "Plain title")]
+    assert [r.line for r in result.rejected] == [2]
+
+
+def test_a_multi_line_quoted_abstract_still_reads(tmp_path):
+    path = tmp_path / "multi.csv"
+    path.write_text('id,title,abstract\nm1,Multi,"Line one\nline two\nline three."\nm2,Next,Abstract.\n')
+    result = read_papers([path])
+    assert [(p.id, p.abstract) for p in result.papers] == [
+        ("m1", "Line one line two line three."), ("m2", "Abstract.")]
+    assert not result.rejected
+
+
+# --- bad bytes -------------------------------------------------------------------------------
+
+
+def test_a_bad_byte_or_nul_in_the_head_costs_only_those_lines(tmp_path):
+    lines = [json.dumps(good(i)).encode() for i in range(30)]
+    lines[4] = b'{"title": "Caf\xe9", "abstract": "Latin-1 byte."}'
+    lines[8] = b'{"title": "Nul\x00", "abstract": "A NUL byte."}'
+    path = tmp_path / "bytes.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = read_papers([path])
+    assert len(result.papers) == 28
+    assert [(r.line, "UTF-8" in r.reason or "NUL" in r.reason) for r in result.rejected] == [(5, True), (9, True)]
+
+
+# --- standard input and named pipes ----------------------------------------------------------
+
+
+def big_jsonl(count: int = 150) -> bytes:
+    filler = "Filler sentence about convolutional networks and their pruning. " * 8
+    return "".join(json.dumps({"id": f"s{i}", "title": f"Streamed paper {i}", "abstract": filler + f"Number {i}."})
+                   + "\n" for i in range(count)).encode()
+
+
+def test_standard_input_is_sniffed_from_a_buffer_and_nothing_is_lost(monkeypatch):
+    data = big_jsonl()
+    assert len(data) > 64 * 1024
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    result = read_papers(["-"])
+    assert len(result.papers) == 150 and not result.rejected
+    assert result.papers[0].sources == ("stdin:1",)
+
+
+def test_a_named_pipe_is_read_once_without_hanging(tmp_path):
+    fifo = tmp_path / "papers.pipe"
+    os.mkfifo(fifo)
+    data = big_jsonl()
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,), daemon=True)
+    writer.start()
+    found: list = []
+    reader = threading.Thread(target=lambda: found.append(read_papers([fifo])), daemon=True)
+    reader.start()
+    reader.join(120)  # a hang guard, not a speed target: reading 100 kB takes milliseconds
+    assert not reader.is_alive(), "reading a named pipe hung"
+    writer.join(5)
+    assert len(found[0].papers) == 150 and not found[0].rejected
+
+
+# --- ids -------------------------------------------------------------------------------------
+
+
+def test_titles_that_normalise_to_nothing_stay_distinct_papers(tmp_path):
+    records = [{"title": "???", "abstract": "First."}, {"title": "\U0001F600\U0001F680", "abstract": "Second."},
+               {"title": "\u200b\u200b", "abstract": "Third."}, {"title": "???", "abstract": "Fourth."}]
+    path = write_jsonl(tmp_path / "odd.jsonl", records + records[:1])
+    result = read_papers([path])
+    assert [p.abstract for p in result.papers] == ["First.", "Second.", "Third.", "Fourth."]
+    assert len({p.id for p in result.papers}) == 4
+    assert result.duplicates_merged == 1  # the same record twice is still one paper
+
+
+@pytest.mark.parametrize("other", [
+    {"id": "g1", "title": "A different paper", "abstract": "We prune network 1. It stays accurate."},
+    {"id": "g1", "title": "Good paper 1 on pruning", "abstract": "Something else entirely."},
+])
+def test_same_id_different_content_is_a_conflict_naming_both_lines(tmp_path, other):
+    path = write_jsonl(tmp_path / "ids.jsonl", [good(1), good(2), other])
+    result = read_papers([path])
+    assert [(p.id, p.title, p.abstract) for p in result.papers] == [
+        ("g1", good(1)["title"], good(1)["abstract"]), ("g2", good(2)["title"], good(2)["abstract"])]
+    (rejection,) = result.rejected
+    assert_one_line_message(rejection, path, 3)
+    assert "'g1'" in rejection.reason and "ids.jsonl:1" in rejection.reason
+
+
+def test_same_id_with_a_truncated_abstract_is_the_same_paper(tmp_path):
+    first = good(1, abstract="We prune network 1. It stays accurate and fast.")
+    path = write_jsonl(tmp_path / "ids.jsonl", [good(1, abstract="We prune network 1. It stays"), first])
+    result = read_papers([path])
+    assert [p.abstract for p in result.papers] == [first["abstract"]] and not result.rejected
+
+
+# --- folders and files -----------------------------------------------------------------------
+
+
+def test_subfolders_are_read_and_counted(tmp_path):
+    write_jsonl(tmp_path / "top.jsonl", [good(1)])
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    write_jsonl(tmp_path / "sub" / "a.jsonl", [good(i) for i in range(10, 30)])
+    write_jsonl(tmp_path / "sub" / "deeper" / "b.jsonl", [good(2)])
+    (tmp_path / ".git").mkdir()
+    write_jsonl(tmp_path / ".git" / "hidden.jsonl", [good(99)])
+    result = read_papers([tmp_path])
+    assert result.files == 3 and len(result.papers) == 22
+    assert "g99" not in {p.id for p in result.papers}
+
+
+def test_a_file_that_cannot_be_opened_is_rejected_and_the_others_read(tmp_path):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "a.sock"))  # opening a socket fails even for root
+    try:
+        path = write_jsonl(tmp_path / "ok.jsonl", [good(1)])
+        result = read_papers([tmp_path / "a.sock", path])
+    finally:
+        sock.close()
+    assert [p.id for p in result.papers] == ["g1"]
+    (rejection,) = result.rejected
+    assert_one_line_message(rejection, tmp_path / "a.sock", None)
+    assert "cannot read" in rejection.reason
+
+
+# --- giant titles ----------------------------------------------------------------------------
+
+
+def test_a_20k_word_title_is_clipped_with_a_note_and_leaves_the_abstract_in_the_window(tmp_path):
+    title = " ".join(f"word{i}" for i in range(20_000))
+    path = write_jsonl(tmp_path / "t.jsonl", [{"id": "t1", "title": title, "abstract": "We prune ResNet-50 well."}])
+    items = list(iter_records(path))
+    (note,) = [i for i in items if isinstance(i, Notice)]
+    (paper,) = [i for i in items if isinstance(i, Paper)]
+    assert str(note).startswith(f"{path}:1: title clipped to 300 of ") and len(str(note)) < 300
+    assert len(paper.title) == 300 and paper.id == "t1"
+    # Even a Paper made elsewhere with a giant title gets one chunk whose text holds the abstract.
+    (chunk,) = chunk_paper(Paper(title, "We prune ResNet-50 well."), 230, lambda t: len(t.split()))
+    assert chunk.text.endswith("We prune ResNet-50 well.") and len(chunk.text) < 400
+
+
+# --- the whole command -----------------------------------------------------------------------
+
+
+def index_consistency(index_dir: Path) -> Counter:
+    """Chunks per paper, checked to agree between the lexical and the vector index."""
+    from rag.store import PaperIndex
+
+    index = PaperIndex.open(make_settings(index_dir))
+    try:
+        lexical = Counter(chunk.rsplit("#", 1)[0] for chunk in index.lexical.chunk_ids())
+        dense = Counter(chunk.rsplit("#", 1)[0] for chunk in index.dense_chunk_ids())
+        papers = set(index.lexical.content_hashes())
+    finally:
+        index.close()
+    assert lexical == dense, "the lexical and vector indexes disagree"
+    assert set(lexical) == papers, "a paper without chunks, or chunks without a paper"
+    return lexical
+
+
+def run_ingest(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "ui.cli", "ingest", *args]
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        # As root every file is readable: drop the capability that overrides permissions.
+        drop = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", *command]
+    return subprocess.run(command, check=False, input=stdin, capture_output=True, cwd=REPO, timeout=900,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+
+
+def test_hostile_inputs_end_to_end(tmp_path):
+    """Every kind of fault in one run: exit 3, a line per rejection, every good record in a consistent index."""
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    bad = ["nested 2,000 deep", "nested 200,000 deep", "a 4,301-digit integer", "year 10**30", "a lone surrogate"]
+    hostile = [json.dumps(good(1))] + [HOSTILE_JSON[case][0] for case in bad] + [json.dumps(good(2))]
+    hostile.append(json.dumps({"title": "???", "abstract": "Unnamed one."}))
+    hostile.append(json.dumps({"title": "\u200b", "abstract": "Unnamed two."}))
+    hostile.append(json.dumps({"id": "g1", "title": "Not the first g1", "abstract": "Other text."}))
+    hostile.append(json.dumps({"id": "giant", "title": "giant " * 20_000, "abstract": "A short abstract."}))
+    (inputs / "hostile.jsonl").write_text("\n".join(hostile) + "\n", encoding="utf-8")
+    rows = ["id,title,abstract", 'c1,"Unclosed,abstract'] + [f"c{i},CSV paper {i},Abstract {i}." for i in range(2, 7)]
+    (inputs / "sub" / "rows.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (inputs / "sub" / "bytes.jsonl").write_bytes(json.dumps(good(3)).encode() + b"\n\xff\xfe\n"
+                                                 + json.dumps(good(4)).encode() + b"\n")
+    locked_dir, locked_file = inputs / "locked", inputs / "locked.jsonl"
+    locked_dir.mkdir()
+    write_jsonl(locked_dir / "x.jsonl", [good(5)])
+    write_jsonl(locked_file, [good(6)])
+    locked_dir.chmod(0)
+    locked_file.chmod(0)
+    try:
+        result = run_ingest(str(inputs), "-", "--index", str(tmp_path / "index"), stdin=big_jsonl(20))
+    finally:
+        locked_dir.chmod(0o755)
+        locked_file.chmod(0o644)
+    err = result.stderr.decode()
+    assert result.returncode == 3, err
+    assert "Traceback" not in err and "reading" in err  # no traceback; progress from the start
+    rejected = [line for line in err.splitlines() if line.startswith("rejected: ")]
+    expected = [f"{inputs / 'hostile.jsonl'}:{n}:" for n in (2, 3, 4, 5, 6, 10)] + [
+        f"{inputs / 'sub' / 'rows.csv'}:2:", f"{inputs / 'sub' / 'bytes.jsonl'}:2:",
+        f"{locked_dir}: cannot read", f"{locked_file}: cannot read"]
+    for where in expected:
+        assert any(line.startswith(f"rejected: {where}") for line in rejected), (where, err)
+    assert len(rejected) == len(expected) and all(len(line) < 500 for line in rejected), err
+    assert "note: " in err and "title clipped" in err
+    assert "files read: 5" in result.stdout.decode()
+    chunks = index_consistency(tmp_path / "index")
+    # g1 g2 and two unnamed + giant (hostile.jsonl), c2..c6 (rows.csv), g3 g4 (bytes.jsonl), s0..s19 (stdin)
+    assert len(chunks) == 5 + 5 + 2 + 20
+    assert chunks["giant"] == 1
+
+
+def test_an_empty_folder_warns_and_fails(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_ingest(str(tmp_path / "empty"), "--index", str(tmp_path / "index"))
+    assert result.returncode == 1
+    assert "no files to read" in result.stderr.decode() and "Traceback" not in result.stderr.decode()
+    assert not (tmp_path / "index").exists()
