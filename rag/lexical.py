@@ -289,17 +289,20 @@ class LexicalIndex:
                     "(SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?)", (match,)).fetchone()[0]
         return stats[match]
 
-    def discriminating_terms(self, text: str) -> list[str]:
+    def discriminating_terms(self, text: str, hits: int = 0) -> list[str]:
         """The query terms of `text` worth an FTS5 search: present in the index, not too common.
 
         Terms in more than `COMMON_TERM_SHARE` of the chunks are left out, and at most
-        `MAX_QUERY_TERMS` of the rarest are kept; when every present term is common, the rarest stays.
+        `MAX_QUERY_TERMS` of the rarest are kept, but only where a kept term alone matches at least
+        `hits` chunks: the best `hits` are then all chunks that mention a rare term, as with every term.
         """
         rows = {term: self.phrase_rows(term) for term in query_terms(text)}
         present = sorted((term for term in rows if rows[term] > 0), key=lambda term: rows[term])
-        limit = COMMON_TERM_SHARE * self.chunk_count()
-        kept = [term for term in present if rows[term] <= limit][:MAX_QUERY_TERMS]
-        return kept or present[:1]
+        common = COMMON_TERM_SHARE * self.chunk_count()
+        kept = [term for term in present if rows[term] <= common][:MAX_QUERY_TERMS]
+        if not kept or max(rows[term] for term in kept) < hits:
+            return present
+        return kept
 
     def search(self, text: str, limit: int, year_min: int | None = None, year_max: int | None = None,
                title_weight: float = 2.0, include_undated: bool = True) -> list[tuple[str, str, float]]:
@@ -308,7 +311,7 @@ class LexicalIndex:
         Only `discriminating_terms` are searched, which bounds the rows FTS5 scores, and only the
         best `limit` rows are looked up in `chunks`.
         """
-        query = _or(self.discriminating_terms(text))
+        query = _or(self.discriminating_terms(text, limit))
         if not query:
             return []
         where = "chunks_fts MATCH ?"
