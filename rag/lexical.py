@@ -124,20 +124,27 @@ def index_terms(text: str) -> tuple[str, ...]:
 class LexicalIndex:
     """BM25 over chunk text, plus paper records and the ingest journal, in one SQLite file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
+        """Open (or create) the index at `path`; `read_only` opens an existing file without writing to it.
+
+        Raises `LexicalIndexError` for a file that is not SQLite, is damaged, or is another
+        program's database (which is never written to).
+        """
         self.path = path
+        self.read_only = read_only
         try:
             # Shared across threads (the chat page answers from a pool of them); SQLite serialises
             # access itself when built thread-safe, which `_require_serialized` checks.
             _require_serialized()
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            self.db = _connect(path, read_only)
+            _check_is_ours(self.db, path)
+            if not read_only:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
             self.db.execute(VOCAB)
         except sqlite3.DatabaseError as error:
-            raise LexicalIndexError(f"{path} is not a readable paperchat lexical index ({error}); "
-                                    "run `paperchat ingest --rebuild` to start over") from None
+            raise LexicalIndexError(damaged_message(path, error)) from None
         # Term statistics, valid while the file is unchanged: `PRAGMA data_version` moves when another
         # connection commits, and this one's own writes clear them.
         self._stats: dict[str, int] = {}
@@ -218,6 +225,10 @@ class LexicalIndex:
 
     def chunk_ids(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT id FROM chunks")}
+
+    def chunk_counts(self) -> dict[str, int]:
+        """Paper id → its number of chunks (the index health check compares these with Chroma's)."""
+        return dict(self.db.execute("SELECT paper_id, count(*) FROM chunks GROUP BY paper_id"))
 
     def papers(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
         out = {}
@@ -335,6 +346,56 @@ def _quoted_alternatives(match: str) -> list[str] | None:
     """
     phrases = re.findall(r'"([^"]*)"', match)
     return phrases if phrases and _or(phrases) == match.strip() else None
+
+
+class ForeignDatabaseError(LexicalIndexError):
+    """The file is another program's SQLite database: paperchat neither writes to it nor deletes it."""
+
+
+def damaged_message(path: Path, error: BaseException) -> str:
+    """One line for a lexical index SQLite cannot read: what is wrong and how to get a good index back."""
+    detail = " ".join(str(error).replace("*** in database main ***", "").split())[:160]
+    return (f"{path} is damaged or not a paperchat index ({type(error).__name__}: {detail}); your input files "
+            "are untouched: rebuild the index from them with `paperchat ingest --rebuild [PATH ...]`")
+
+
+# Files below this size get SQLite's structural check on open (a few ms per MB); above it,
+# damage shows when a query reaches it, and the entry points turn that into a message.
+QUICK_CHECK_MAX_BYTES = 512 * 2**20
+
+
+def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
+    if not read_only:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    else:
+        # `mode=ro` still needs the WAL's shared-memory file; in a folder nobody may write to (and
+        # after a clean close there is none) only `immutable` opens it, which is safe: no writer can be there.
+        uri = path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    if path.exists() and path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            db.close()
+            raise sqlite3.DatabaseError("; ".join(problems))
+    return db
+
+
+def _check_is_ours(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse another program's database before anything is written to it."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return  # a new, empty file
+    columns = [row[1] for row in db.execute("PRAGMA table_info(papers)")]
+    if columns != ["id", "content_hash", "title", "year", "record"] or "chunks" not in tables:
+        others = ", ".join(sorted(t for t in tables if not t.startswith("sqlite_"))[:5])
+        db.close()
+        raise ForeignDatabaseError(f"{path} is another program's SQLite database (tables: {others}), not a "
+                                   "paperchat lexical index; paperchat leaves it alone: point --index at "
+                                   "another folder, or move the file away")
 
 
 def _require_serialized() -> None:

@@ -9,19 +9,29 @@ Writes go paper-batch by paper-batch: journal the papers, replace their chunks i
 write their lexical rows and clear the journal in one SQLite transaction. A process killed at
 any point leaves journal entries that `recover()` rolls back on the next open, so the next ingest
 reaches exactly the state of an uninterrupted one.
+
+Health: the two halves must hold the same chunks per paper. A writer's open (ingest) repairs a
+paper whose vectors are missing or stale by re-embedding it from its stored record; a reader's
+open (questions) writes nothing, refuses a damaged index with a message saying how to repair it,
+and opens a folder it may not write to read-only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+import weakref
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from rag.chunking import Chunk
+from rag.chunking import Chunk, chunk_paper
 from rag.lexical import LexicalIndex, LexicalIndexError
 from rag.papers import PAPER_ID, YEAR, Paper
 from rag.settings import Settings, StoreSettings
@@ -50,6 +60,14 @@ class ChromaUnavailableError(IndexError_):
     pass
 
 
+class IndexDamagedError(IndexError_):
+    """The vector store and the lexical index disagree (e.g. `chroma/` was deleted)."""
+
+
+class IndexReadOnlyError(IndexError_):
+    """An ingest into a folder this user may not write to."""
+
+
 @dataclass(frozen=True)
 class DenseHit:
     chunk_id: str
@@ -66,8 +84,11 @@ class ChunkVectors:
     matrix: np.ndarray  # float32, one row per chunk
 
 
-def make_chroma_client(store: StoreSettings):
-    """The Chroma client the settings ask for (embedded in `index_dir/chroma`, or a server)."""
+def make_chroma_client(store: StoreSettings, chroma_dir: Path | None = None):
+    """The Chroma client the settings ask for (embedded in `index_dir/chroma`, or a server).
+
+    `chroma_dir` replaces the embedded folder (a read-only index searches a copy of it).
+    """
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -79,7 +100,7 @@ def make_chroma_client(store: StoreSettings):
         except Exception as error:  # noqa: BLE001 - connection errors come in many types
             raise ChromaUnavailableError(f"cannot reach the Chroma server at {store.chroma_host}:{store.chroma_port} "
                                          f"({error}); start it (`chroma run`) or unset store.chroma_host") from None
-    return chromadb.PersistentClient(path=str(store.index_dir / "chroma"), settings=chroma_settings)
+    return chromadb.PersistentClient(path=str(chroma_dir or store.index_dir / "chroma"), settings=chroma_settings)
 
 
 class PaperIndex:
@@ -87,7 +108,12 @@ class PaperIndex:
 
     Open with `PaperIndex.open(settings, embeddings)`; `create=True` makes a new index folder
     when there is none (ingest), otherwise a missing index raises `IndexNotFoundError`.
+    `notes` says what opening did that a person should know (a repair, a read-only copy).
     """
+
+    read_only = False
+    notes: tuple[str, ...] = ()
+    _remove_copy = staticmethod(lambda: None)  # deletes a read-only index's temporary vector copy
 
     def __init__(self, settings: Settings, embeddings: Embeddings | None, lexical: LexicalIndex, client):
         from langchain_chroma import Chroma
@@ -102,9 +128,21 @@ class PaperIndex:
 
     @classmethod
     def open(cls, settings: Settings, embeddings: Embeddings | None = None, create: bool = False) -> PaperIndex:
+        """Open the index; `create=True` is a writer's open (ingest): it may create, recover and repair.
+
+        A reader's open writes nothing: a folder it may not write to is opened read-only, and an
+        index whose two halves disagree raises `IndexDamagedError` naming the repair.
+        """
         folder = settings.store.index_dir
         marker = folder / MARKER
         model = settings.embedding.model
+        if folder.exists() and not folder.is_dir():
+            raise ForeignIndexError(f"{folder} is a file, not an index folder: point --index at a folder "
+                                    "(`paperchat ingest --index DIR` creates one)")
+        read_only = marker.exists() and not _is_writable(folder)
+        if read_only and create:
+            raise IndexReadOnlyError(f"{folder} is read-only for this user: `paperchat ingest` needs write access "
+                                     "to it (questions can still be asked of it as it is)")
         if not marker.exists():
             if folder.exists() and any(folder.iterdir()):
                 raise ForeignIndexError(f"{folder} exists but is not a paperchat index (no {MARKER}); "
@@ -126,29 +164,59 @@ class PaperIndex:
             if built_with != model:
                 raise IndexMismatchError(f"{folder} was built with embedding model {built_with!r}, not {model!r}: "
                                          f"set embedding.model = {built_with!r} or run `paperchat ingest --rebuild`")
+        lexical_path = folder / "lexical.sqlite"
+        if read_only and not lexical_path.is_file():
+            raise IndexNotFoundError(f"{folder} is read-only and holds no lexical index: nothing to search")
         try:
-            lexical = LexicalIndex(folder / "lexical.sqlite")
+            lexical = LexicalIndex(lexical_path, read_only=read_only)
         except LexicalIndexError as error:
             raise ForeignIndexError(str(error)) from None
+        notes = []
+        copy_dir = None
         try:
-            client = make_chroma_client(settings.store)
+            if read_only and not settings.store.chroma_host:
+                # Embedded Chroma cannot open a folder it may not write to; it searches a private copy.
+                copy_dir = Path(tempfile.mkdtemp(prefix="paperchat-readonly-"))
+                shutil.copytree(folder / "chroma", copy_dir / "chroma", copy_function=shutil.copyfile)
+                _make_writable(copy_dir)
+                notes.append(f"{folder} is read-only: questions are answered from it as it is "
+                             "(vectors from a temporary copy)")
+            client = make_chroma_client(settings.store, copy_dir / "chroma" if copy_dir else None)
             index = cls(settings, embeddings, lexical, client)
         except IndexError_:
             lexical.close()
+            _remove(copy_dir)
             raise
         except Exception as error:  # noqa: BLE001 - chroma raises many kinds on a damaged folder
             lexical.close()
+            _remove(copy_dir)
             raise ForeignIndexError(f"cannot open the Chroma data in {folder} ({type(error).__name__}: {error}); "
                                     "run `paperchat ingest --rebuild`") from None
-        if not marker.exists():
-            marker.write_text(json.dumps(marker_data, indent=1))
-        index.recover()
+        index.read_only = read_only
+        if copy_dir is not None:
+            index._remove_copy = weakref.finalize(index, _remove, copy_dir)
+        try:
+            if create:
+                if not marker.exists():
+                    marker.write_text(json.dumps(marker_data, indent=1))
+                index.recover(repair=True)
+                if index.recovered:
+                    notes.append(f"repaired {index.recovered} paper{'s' if index.recovered != 1 else ''} "
+                                 "(half-written by an interrupted ingest, or missing from the vector store)")
+            else:
+                index._refuse_if_damaged()
+        except BaseException:
+            index.close()
+            raise
+        index.notes = tuple(notes)
         return index
 
     @staticmethod
     def wipe(settings: Settings) -> None:
         """Delete the index (`ingest --rebuild`): the folder's files and, on a server, the collection."""
         folder = settings.store.index_dir
+        if folder.exists() and not folder.is_dir():
+            raise ForeignIndexError(f"{folder} is a file, not an index folder; refusing to delete it")
         if folder.exists() and not (folder / MARKER).exists() and any(folder.iterdir()):
             raise ForeignIndexError(f"{folder} is not a paperchat index; refusing to delete it")
         if settings.store.chroma_host:
@@ -161,15 +229,78 @@ class PaperIndex:
 
     def close(self) -> None:
         self.lexical.close()
+        self._remove_copy()
 
-    # --- writes ------------------------------------------------------------------------------
-    def recover(self) -> int:
-        """Roll back papers an interrupted ingest left half-written; returns how many."""
+    # --- health ------------------------------------------------------------------------------
+    recovered = 0  # papers this open rolled back or re-embedded
+
+    def recover(self, repair: bool = True) -> int:
+        """Roll back papers an interrupted ingest left half-written and, with `repair`, re-embed
+        papers whose vectors are missing or stale (from their stored records).
+
+        Returns how many papers this index has recovered since it was opened, the writer's open
+        included, so an ingest can report the real count.
+        """
         pending = self.lexical.journal()
         if pending:
             self._delete_dense(pending)
             self.lexical.delete_papers(pending)
-        return len(pending)
+            self.recovered += len(pending)
+        if repair:
+            self.recovered += self._repair_dense()
+        return self.recovered
+
+    def disagreements(self) -> dict[str, tuple[int, int]]:
+        """Paper id → (lexical chunks, dense chunks) for every paper whose two halves disagree.
+
+        Papers in the journal (a write in progress, or one a kill interrupted) are left out. The
+        per-paper count runs only when the totals differ, so a healthy open costs two counts.
+        """
+        dense_total = self.client.get_or_create_collection(self.settings.store.collection).count()
+        if dense_total == self.lexical.chunk_count() and not self.lexical.journal():
+            return {}
+        dense = Counter(meta[PAPER_ID] for meta in self.vectors.get(include=["metadatas"])["metadatas"])
+        pending = set(self.lexical.journal())
+        lexical = self.lexical.chunk_counts()
+        return {pid: (lexical.get(pid, 0), dense.get(pid, 0)) for pid in set(lexical) | set(dense)
+                if pid not in pending and lexical.get(pid, 0) != dense.get(pid, 0)}
+
+    def _refuse_if_damaged(self) -> None:
+        wrong = self.disagreements()
+        if wrong:
+            papers = self.lexical.paper_count()
+            missing = sum(1 for lexical, dense in wrong.values() if lexical and not dense)
+            raise IndexDamagedError(
+                f"the index at {self.dir} is damaged: the vector store disagrees with the lexical index for "
+                f"{len(wrong)} of {papers} papers ({missing} have no vectors at all; was chroma/ deleted?). "
+                "Re-run `paperchat ingest` with the files you indexed: it re-embeds those papers from the "
+                "stored records and loses nothing")
+
+    def _repair_dense(self) -> int:
+        wrong = self.disagreements()
+        if not wrong:
+            return 0
+        stored = self.lexical.papers(sorted(wrong))
+        orphans = [pid for pid in wrong if pid not in stored]  # vectors of papers the index does not hold
+        if orphans:
+            self._delete_dense(orphans)
+        if stored:
+            if self.embeddings is None:
+                raise IndexDamagedError(f"the index at {self.dir} needs {len(stored)} papers re-embedded: "
+                                        "run `paperchat ingest`")
+            papers = list(stored.values())
+            for start in range(0, len(papers), 64):
+                batch = papers[start:start + 64]
+                self.write(batch, [chunk for paper in batch for chunk in self._chunks(paper)])
+        return len(wrong)
+
+    def _chunks(self, paper: Paper) -> list[Chunk]:
+        """The chunks ingest makes of a paper (same window and overlap)."""
+        count = self.embeddings.count_tokens
+        window = min(self.settings.chunking.max_tokens, self.embeddings.max_seq_tokens - 2)
+        return chunk_paper(paper, window, count, self.settings.chunking.overlap_sentences)
+
+    # --- writes ------------------------------------------------------------------------------
 
     def write(self, papers: Sequence[Paper], chunks: Sequence[Chunk]) -> None:
         """Add or replace these papers (all their chunks) in both indexes."""
@@ -272,6 +403,23 @@ class PaperIndex:
                              set(self.years()) if include_undated and bounded else ())
         hits = self.vectors.similarity_search_by_vector_with_relevance_scores(query_vector, k=limit, filter=where)
         return [DenseHit(doc.id, doc.metadata[PAPER_ID], 1.0 - distance) for doc, distance in hits]
+
+
+def _is_writable(folder: Path) -> bool:
+    """Whether this user may write the index's files (checked before anything tries to)."""
+    paths = [folder, folder / "lexical.sqlite", folder / "chroma", folder / "chroma" / "chroma.sqlite3"]
+    return all(os.access(path, os.W_OK) for path in paths if path.exists())
+
+
+def _make_writable(folder: Path) -> None:
+    """The copy of a read-only folder inherits its modes; Chroma must be able to write the copy."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o700 if path.is_dir() else path.stat().st_mode | 0o600)
+
+
+def _remove(folder: Path | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _year_filter(year_min: int | None, year_max: int | None, include_undated: bool = True,

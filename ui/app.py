@@ -489,9 +489,12 @@ def serve(settings: Settings) -> None:
     try:
         chat = PaperChat.open(settings)
     except USER_ERRORS as error:
-        raise SystemExit(f"paperchat: cannot start the chat: {error}\n"
-                         "Index the bundled papers with `paperchat ingest` (or your own files with "
-                         "`paperchat ingest PATH`), then run `paperchat serve` again.") from None
+        from rag.store import IndexNotFoundError
+
+        hint = ("\nIndex the bundled papers with `paperchat ingest` (or your own files with "
+                "`paperchat ingest PATH`), then run `paperchat serve` again.")
+        raise SystemExit(f"paperchat: cannot start the chat: {error}"
+                         + (hint if isinstance(error, IndexNotFoundError) else "")) from None
     _warm_up(chat)
     app = build_app(chat, settings)
     app.queue(default_concurrency_limit=CHAT_CONCURRENCY)

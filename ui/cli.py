@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import get_args
@@ -94,6 +95,7 @@ def _answer_one(chat, question: str, args, history) -> object:
     from rag.chain import Done, Notice, Sources, Token
 
     answer = None
+    notices: set[str] = set()  # a fallback notice comes as an event and again on the answer: say it once
     for event in chat.stream(question, history=history, answerer=args.llm, top_k=args.top_k,
                              year_min=args.year_min, year_max=args.year_max):
         if args.json:
@@ -105,11 +107,12 @@ def _answer_one(chat, question: str, args, history) -> object:
         elif isinstance(event, Token):
             print(event.text, end="", flush=True)
         elif isinstance(event, Notice):
+            notices.add(event.text)
             print(f"note: {event.text}", file=sys.stderr)
         elif isinstance(event, Done):
             answer = event.answer
             print()
-            _print_answer_footer(answer)
+            _print_answer_footer(answer, notice_shown=answer.notice in notices)
     if args.json:
         print(json.dumps(answer.to_json_dict(), ensure_ascii=False))
     return answer
@@ -123,6 +126,9 @@ def cmd_ask(args) -> int:
                         "paperchat ask \"Which papers prune ResNet-50?\"")
     settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})
     chat = PaperChat.open(settings)
+    if not args.json:
+        for note in chat.index.notes:
+            print(f"note: {note}", file=sys.stderr)
     try:
         if args.question is not None:
             _answer_one(chat, args.question, args, [])
@@ -204,7 +210,10 @@ def _eval_compare(args) -> int:
 
     if len(args.rest) != 2:
         raise UserError("usage: paperchat eval compare DIR_A DIR_B")
-    a, b = (load_run(Path(d))[0] for d in args.rest)
+    try:
+        a, b = (load_run(Path(d))[0] for d in args.rest)
+    except (OSError, ValueError) as error:  # a missing folder, an unreadable or non-JSON report
+        raise UserError(f"cannot compare: {error}") from None
     print(compare_reports(a, b))
     return 0
 
@@ -298,10 +307,25 @@ def cmd_serve(args) -> int:
     from ui.app import serve
 
     settings = _settings(args, ui={"host": args.host, "port": args.port}, llm={"backend": args.llm})
+    _require_free_port(settings.ui.host, settings.ui.port)  # before a minute of loading, not after
     if args.ingest_if_empty:
         _ingest_bundled_if_missing(settings)
     serve(settings)
     return 0
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Raise `UserError` when nothing could listen on host:port (taken, or an address not on this machine)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no conflict
+            probe.bind(address)
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error}): another program uses it; "
+                        "choose another port with --port") from None
 
 
 def _ingest_bundled_if_missing(settings) -> None:
@@ -328,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (UserError, SourceError, QuestionSetError, EmptyQuestionError, *USER_ERRORS) as error:
         print(f"paperchat: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as error:  # damage a query reached after the open-time check
+        detail = " ".join(str(error).split())[:160]
+        print(f"paperchat: the index is damaged ({type(error).__name__}: {detail}); your input files are "
+              "untouched: rebuild it from them with `paperchat ingest --rebuild [PATH ...]`", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
