@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from eval import bench
+from eval.bench.report import targets
+from eval.bench.retrieval import extrapolate
 from eval.synthetic import synthetic_batches
 from rag.papers import Paper
+from rag.store import PaperIndex
+from tests.conftest import make_settings
 
 
 def test_synthetic_papers_keep_the_real_chunk_metadata_and_unit_vectors():
@@ -26,25 +30,72 @@ def test_synthetic_papers_keep_the_real_chunk_metadata_and_unit_vectors():
         assert all(c.metadata["year"] in (2021, 2023) for c in batch.chunks)
 
 
+def _measured(papers: int, build_s: float, p95_ms: float) -> dict:
+    latency = {key: {"median": p95_ms, "min": p95_ms, "max": p95_ms, "n": 1} for key in ("p50", "p95")}
+    return {"status": "ok", "papers": papers, "papers_requested": papers, "build_s": build_s,
+            "disk_mib": papers / 100, "rss_mib": 500.0, "latency_ms": latency, "load_average_query": [1.0]}
+
+
+def test_extrapolation_follows_the_measured_growth_and_is_checked_against_a_measured_size():
+    # Build time linear in papers, latency growing as the square root of papers.
+    rows = [_measured(n, n / 100, 2 * n ** 0.5) for n in (1_000, 10_000, 100_000)]
+    result = extrapolate(rows, [1_000_000])
+    predicted = result["predictions"][0]
+    assert predicted["fit_from"] == [10_000, 100_000]
+    assert predicted["build_s"] == pytest.approx(10_000, rel=1e-3)
+    assert predicted["p95_ms"] == pytest.approx(2000, rel=1e-3)
+    [check] = result["checks"]
+    assert check["papers"] == 100_000 and check["p95_ms"]["ratio"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_targets_mark_extrapolated_cells_and_never_pick_a_faster_backend_that_changes_answers():
+    variant = {"load_average": [1.0]}
+    results = {"embedding": {"variants": [
+        {**variant, "variant": "default", "abstracts_per_s": {"median": 20.0, "min": 20.0, "max": 20.0, "n": 1},
+         "overlap_at_10": 1.0},
+        {**variant, "variant": "int8", "abstracts_per_s": {"median": 40.0, "min": 40.0, "max": 40.0, "n": 1},
+         "overlap_at_10": 0.95},
+        {**variant, "variant": "fused fp32", "abstracts_per_s": {"median": 25.0, "min": 25.0, "max": 25.0, "n": 1},
+         "overlap_at_10": 0.995}]},
+        "retrieval": {"sizes": [_measured(10_000, 30, 80.0), _measured(100_000, 300, 120.0)],
+                      "extrapolation": extrapolate([_measured(10_000, 30, 80.0), _measured(100_000, 300, 120.0)],
+                                                   [1_000_000])}}
+    rows = {row["target"]: row for row in targets(results)}
+    same_answers = next(row for name, row in rows.items() if "same answers" in name)
+    assert "fused fp32" in same_answers["target"] and same_answers["met"] is False
+    at_1m = next(row for name, row in rows.items() if "1,000,000 papers" in name)
+    assert at_1m["how"] == "extrapolated" and at_1m["met"] is None
+    at_100k = next(row for name, row in rows.items() if "100,000 papers" in name)
+    assert at_100k["how"] == "measured" and at_100k["met"] is True
+
+
 @pytest.mark.slow
-def test_bench_writes_json_and_markdown_at_a_tiny_size(tmp_path):
-    out = tmp_path / "results"
-    code = bench.main(["--sizes", "200", "--runs", "1", "--skip", "ingest,embedding,answer,llm,startup",
-                       "--base-papers", "40", "--questions", "3", "--work-dir", str(tmp_path / "work"),
-                       "--out", str(out)])
+def test_bench_writes_json_and_markdown_at_a_tiny_size(tmp_path, bundled_index):
+    out, work = tmp_path / "results", tmp_path / "work"
+    code = bench.main(["--sizes", "100,200", "--extrapolate", "1000", "--runs", "1", "--questions", "3",
+                       "--skip", "ingest,embedding,answer,llm,startup", "--base-papers", "40",
+                       "--bundled-index", str(bundled_index.store.index_dir), "--keep-indexes",
+                       "--work-dir", str(work), "--out", str(out)])
     assert code == 0
     data = json.loads((out / "bench.json").read_text())
     assert {"machine", "runs", "sizes", "retrieval", "targets"} <= set(data)
-    assert {"cpu", "cores", "ram_gib", "python", "torch"} <= set(data["machine"])
-    row = data["retrieval"]["sizes"][0]
+    assert {"cpu", "cores", "ram_gib", "python", "torch", "load_average_at_start"} <= set(data["machine"])
+    row = data["retrieval"]["sizes"][1]
     assert row["status"] == "ok" and row["papers"] == 200
     assert {"p50", "p95"} <= set(row["latency_ms"])
-    assert {"embed_query", "dense", "lexical", "total"} <= set(row["stages_ms_p50"])
-    assert row["disk_mib"] > 0 and row["rss_mib"] > 0
+    assert {"embed_query", "dense", "lexical", "sources"} <= set(row["stages_ms_p50"])
+    assert row["disk_mib"] > 0 and row["rss_mib"] > 0 and len(row["load_average_query"]) == 3
+    assert data["retrieval"]["extrapolation"]["predictions"][0]["papers"] == 1000
     markdown = (out / "BENCHMARKS.md").read_text()
-    assert "| papers | chunks | p50 ms | p95 ms |" in markdown
-    assert "| 200 |" in markdown
+    assert "| papers | chunks | how | p50 ms | p95 ms |" in markdown
+    assert "| 200 |" in markdown and "| 1,000 | | extrapolated from 100 and 200 |" in markdown
     assert (out / "growth.png").stat().st_size > 0
+    # The bulk-written index is one a question can be asked of: both halves agree, nothing pending.
+    index = PaperIndex.open(make_settings(work / "scale-200"))
+    try:
+        assert index.paper_count() == 200 and index.disagreements() == {} and index.pending_papers() == []
+    finally:
+        index.close()
 
 
 def test_unknown_section_is_a_usage_error(tmp_path):

@@ -1,0 +1,5 @@
+import sys
+
+from eval.bench.cli import main
+
+sys.exit(main())

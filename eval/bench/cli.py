@@ -1,0 +1,130 @@
+"""`paperchat bench` / `python -m eval.bench`: run the sections, write bench.json, BENCHMARKS.md, growth.png."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from eval.bench.harness import DEFAULT_OUT, child_main, machine_info
+
+SECTIONS = ("ingest", "embedding", "retrieval", "answer", "llm", "startup")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paperchat bench", description="Speed and memory benchmarks; writes "
+                                     "bench.json and BENCHMARKS.md.")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="synthetic corpus sizes, comma-separated")
+    parser.add_argument("--extrapolate", default="1000000,2500000",
+                        help="sizes to extrapolate to when not built, comma-separated")
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement (median, min, max)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for bench.json, BENCHMARKS.md, plots")
+    parser.add_argument("--skip-llm", action="store_true", help="do not load the local LLM")
+    parser.add_argument("--quick", action="store_true", help="sizes 1000,10000 and 3 runs unless given; "
+                        "no bf16 or batch-64 torch variants")
+    parser.add_argument("--skip", default="", help=f"sections to leave out, comma-separated: {','.join(SECTIONS)}")
+    parser.add_argument("--work-dir", type=Path, help="scratch folder for indexes (default: a temporary folder)")
+    parser.add_argument("--keep-indexes", action="store_true", help="keep the large synthetic indexes in --work-dir")
+    parser.add_argument("--build-budget-s", type=float, default=1800,
+                        help="do not build a synthetic size predicted to take longer than this")
+    parser.add_argument("--bundled-index", type=Path,
+                        help="an ingested bundled corpus to read instead of ingesting one (it is not written)")
+    parser.add_argument("--base-papers", type=int, default=0, help="real papers the synthetic ones derive from (0 = all)")
+    parser.add_argument("--questions", type=int, default=0, help="tune questions per retrieval run (0 = all)")
+    parser.add_argument("--ingest-runs", type=int, help="runs of the bundled ingest (default: --runs)")
+    parser.add_argument("--embedding-runs", type=int, help="runs of each embedding variant (default: --runs)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the sections of an existing OUT/bench.json that this run skips")
+    parser.add_argument("--child", nargs=2, metavar=("MODULE:FUNCTION", "PAYLOAD"), help=argparse.SUPPRESS)
+    return parser
+
+
+def _ints(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.child:
+        return child_main(*args.child)
+    if args.quick:
+        if args.sizes == parser.get_default("sizes"):
+            args.sizes = "1000,10000"
+        if args.runs == parser.get_default("runs"):
+            args.runs = 3
+    sizes = _ints(args.sizes)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.skip_llm:
+        skip.add("llm")
+    unknown = skip - set(SECTIONS)
+    if unknown:
+        print(f"paperchat bench: unknown section(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="paperchat-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {"argv": list(argv if argv is not None else sys.argv[1:]), "machine": machine_info(),
+                     "runs": args.runs, "sizes": sizes, "skipped": sorted(skip)}
+    if args.merge and (out / "bench.json").exists():
+        previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+        for name in skip & set(previous):
+            results[name] = previous[name]
+        if "plot" in previous and "retrieval" in skip:
+            results["plot"] = previous["plot"]
+        results["merged_from_previous_run"] = sorted(skip & set(previous))
+
+    from eval.bench.report import targets, write_markdown
+
+    def save() -> None:
+        results["targets"] = targets(results)
+        (out / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        write_markdown(results, out / "BENCHMARKS.md")
+
+    def section(name: str, work_fn: Callable[[], dict]) -> None:
+        if name in skip:
+            return
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        results[name] = work_fn()
+        results[name]["section_s"] = round(time.perf_counter() - started, 1)
+        save()
+
+    from eval.bench.answer import bench_answer, bench_llm
+    from eval.bench.embedding import bench_embedding
+    from eval.bench.ingest import bench_ingest, ingest_bundled
+    from eval.bench.report import plot_growth
+    from eval.bench.retrieval import bench_retrieval
+    from eval.bench.startup import bench_startup
+
+    section("ingest", lambda: bench_ingest(work, args.ingest_runs or args.runs))
+    fresh_ingest = "ingest" in results and "ingest" not in skip
+    bundled_dir = Path(results["ingest"]["index_dir"]) if fresh_ingest else args.bundled_index or work / "bundled"
+    if not (bundled_dir / "paperchat-index.json").exists():
+        ingest_bundled(bundled_dir)
+    section("embedding", lambda: bench_embedding(work, args.embedding_runs or args.runs, args.quick))
+    section("answer", lambda: bench_answer(bundled_dir, args.runs))
+    section("llm", lambda: bench_llm(bundled_dir))
+    section("startup", lambda: bench_startup(bundled_dir, min(args.runs, 3)))
+
+    def retrieval() -> dict:
+        data = bench_retrieval(work, bundled_dir, sizes, args.runs, out, args.build_budget_s, args.base_papers,
+                               args.questions, tuple(_ints(args.extrapolate)), keep=args.keep_indexes)
+        if plot_growth(data, out / "growth.png"):
+            results["plot"] = "growth.png"
+        return data
+    section("retrieval", retrieval)
+    save()
+    if args.work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"[bench] wrote {out / 'bench.json'} and {out / 'BENCHMARKS.md'}", file=sys.stderr)
+    return 0
