@@ -43,7 +43,7 @@ def result_record(question: Question, answer: Answer | None, latency_s: float,
         "gold_ids": question.gold_ids, "gold_titles": question.gold_titles,
         "must_mention": question.must_mention,
         "retrieved": [], "cited": [], "answer": error or "", "abstained": False,
-        "latency_s": latency_s, "answerer": None, "notice": None, "error": error,
+        "latency_s": latency_s, "answerer": None, "notice": None, "error": error, "provenance": {},
     }
     if answer is not None:
         record.update(
@@ -52,6 +52,7 @@ def result_record(question: Question, answer: Answer | None, latency_s: float,
             cited=[{"id": citation.id, "title": citation.title} for citation in answer.citations],
             answer=answer.text, abstained=answer.abstained, answerer=answer.answerer,
             notice=answer.notice, dropped_citations=answer.dropped_citations,
+            provenance=answer.provenance,  # index fingerprint, models, changed settings: what to compare runs by
         )
     return record
 

@@ -17,6 +17,19 @@ QuestionKind = Literal["list", "single", "none"]
 CITATION_MARK = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
+def neutralise_markers(paper_text: str) -> str:
+    """Paper text (a title, a quoted sentence) with its own `[n]` references made unlike citations.
+
+    Only markers the answerer wrote are citations: a "[2]" typed inside an abstract is the paper's
+    reference to its own bibliography, so it must neither count as citing retrieved paper 2 nor be
+    stripped from the quote (leaving "as shown by and.").
+
+    >>> neutralise_markers("As shown by [2] and [3, 4].")
+    'As shown by (ref. 2) and (ref. 3, 4).'
+    """
+    return CITATION_MARK.sub(lambda m: f"(ref. {', '.join(n.strip() for n in m.group(1).split(','))})", paper_text)
+
+
 class RetrievedPaper(BaseModel):
     """A paper the retriever returned, with its best-matching passage."""
 

@@ -157,6 +157,7 @@ class PaperChat:
         if not query:
             answer = Answer(question=question, search_query="", kind="single", text=SMALL_TALK_REPLY,
                             answerer="none", timings_s={"total": round(time.perf_counter() - started, 4)})
+            answer.provenance = answer_provenance(self, answer, answerer, {})
             yield Sources(question, "", "single", False, [], [])
             yield Token(SMALL_TALK_REPLY)
             yield Done(answer)
@@ -193,6 +194,8 @@ class PaperChat:
             yield Token(answer.text)
         answer.timings_s = {**sources.timings_s, **answer.timings_s,
                             "total": round(time.perf_counter() - started, 4)}
+        answer.provenance = answer_provenance(self, answer, answerer, {
+            "top_k": top_k, "year_min": year_min, "year_max": year_max, "include_undated": include_undated})
         yield Done(answer)
 
     def ask(self, question: str, **options) -> Answer:
@@ -225,3 +228,47 @@ def _make_reranker(settings: Settings):
     from rag.rerank import CrossEncoderReranker
 
     return CrossEncoderReranker(path)
+
+def answer_provenance(chat: PaperChat, answer: Answer, requested: str, overrides: dict) -> dict:
+    """What an answer was computed from, so that it can be reproduced or compared later.
+
+    The index (fingerprint of its papers' content, paper count, embedding model), the answerer that
+    wrote the text (and the one asked for, when it fell back), its model and model file, and every
+    setting that differs from its default, per-question options included. Secrets are never listed.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    settings = chat.settings
+    try:
+        package = version("paperchat")
+    except PackageNotFoundError:
+        package = None
+    provenance = {"paperchat": package, "index_fingerprint": chat.index.fingerprint(),
+                  "papers": chat.index.paper_count(), "embedding_model": settings.embedding.model,
+                  "answerer": answer.answerer, "answerer_requested": requested}
+    if answer.answerer.startswith("llm:"):
+        provenance["model"] = _model_provenance(settings, requested)
+    changed = {}
+    # LLM settings change only what an LLM wrote; the answerer itself is named above.
+    for section in ("chunking", "retrieval", "llm") if "model" in provenance else ("chunking", "retrieval"):
+        current = getattr(settings, section)
+        defaults = type(current)().model_dump(mode="json")
+        for key, value in current.model_dump(mode="json").items():
+            if key not in ("api_key", "backend") and value != defaults.get(key):
+                changed[f"{section}.{key}"] = value
+    changed.update({f"question.{key}": value for key, value in overrides.items() if value is not None})
+    provenance["settings_changed"] = changed
+    return provenance
+
+
+def _model_provenance(settings: Settings, backend: str) -> dict:
+    llm = settings.llm
+    if backend != "local":
+        return {"backend": backend, "model": llm.model, "base_url": llm.base_url}
+    if llm.model_path is None:
+        from rag.local_model import DEFAULT_MODEL_FILENAME, DEFAULT_MODEL_SHA256
+
+        return {"backend": "local", "file": DEFAULT_MODEL_FILENAME, "sha256": DEFAULT_MODEL_SHA256}
+    path = llm.model_path
+    size = path.stat().st_size if path.is_file() else None  # hashing a GB per answer would cost seconds
+    return {"backend": "local", "file": path.name, "size_bytes": size}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from rag.answer import Answer, Citation, RetrievedPaper, enforce_citations
+from rag.answer import Answer, Citation, RetrievedPaper, enforce_citations, neutralise_markers
 from rag.chunking import split_sentences
 from rag.judge import Judgement
 from rag.lexical import STOPWORDS
@@ -52,13 +52,17 @@ def best_sentences(question: str, abstract: str, limit: int = 2) -> list[str]:
 
 def extractive_answer(question: str, search_query: str, judgement: Judgement,
                       retrieved: list[RetrievedPaper], notice: str | None = None) -> Answer:
-    """Compose the answer from sentences; citations numbered 1..n in the order they appear."""
+    """Compose the answer from sentences; citations numbered 1..n in the order they appear.
+
+    Titles and sentences are the papers' words: their own "[n]" references are neutralised before
+    any marker of ours is added, so every `[n]` left in the text is one this function wrote.
+    """
     if judgement.abstained or not judgement.matching:
         nearest = retrieved[:3]
         text = f"No paper in this collection answers \"{question.strip()}\""
         if nearest:
             text += "\nThe nearest papers, which do not answer it: " + "; ".join(
-                f"\"{p.title}\"" + (f" ({p.year})" if p.year else "") for p in nearest) + "."
+                f"\"{neutralise_markers(p.title)}\"" + (f" ({p.year})" if p.year else "") for p in nearest) + "."
         return Answer(question=question, search_query=search_query, kind=judgement.kind, text=text,
                       retrieved=retrieved, abstained=True, answerer="extractive", notice=notice)
 
@@ -69,13 +73,13 @@ def extractive_answer(question: str, search_query: str, judgement: Judgement,
         for n, paper in enumerate(judgement.matching, 1):
             sentence = (best_sentences(search_query, paper.abstract or paper.passage, limit=1) or [""])[0]
             year = f" ({paper.year})" if paper.year else ""
-            lines.append(f"{n}. {paper.title}{year}: {sentence} [{n}]")
+            lines.append(f"{n}. {neutralise_markers(paper.title)}{year}: {neutralise_markers(sentence)} [{n}]")
         text = "\n".join(lines)
     else:
         paper = judgement.matching[0]
         sentences = best_sentences(search_query, paper.abstract or paper.passage, limit=2)
-        text = f"From \"{paper.title}\"" + (f" ({paper.year})" if paper.year else "") + ": " + \
-            " ".join(f"{s} [1]" for s in sentences)
+        text = f"From \"{neutralise_markers(paper.title)}\"" + (f" ({paper.year})" if paper.year else "") + ": " + \
+            " ".join(f"{neutralise_markers(s)} [1]" for s in sentences)
     text, citations, dropped = enforce_citations(text, retrieved, numbering)
     citations = [_with_passage(c, search_query, retrieved) for c in citations]
     return Answer(question=question, search_query=search_query, kind=judgement.kind, text=text,

@@ -18,6 +18,7 @@ and opens a folder it may not write to read-only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -304,6 +305,7 @@ class PaperIndex:
 
     def write(self, papers: Sequence[Paper], chunks: Sequence[Chunk]) -> None:
         """Add or replace these papers (all their chunks) in both indexes."""
+        self._fingerprint = None
         ids = [p.id for p in papers]
         self.lexical.journal_add(ids)
         self._delete_dense(ids)
@@ -345,6 +347,23 @@ class PaperIndex:
     # --- reads -------------------------------------------------------------------------------
     def paper_count(self) -> int:
         return self.lexical.paper_count()
+
+    _fingerprint: tuple[int, str] | None = None  # (SQLite data_version it was computed at, fingerprint)
+
+    def fingerprint(self) -> str:
+        """16 hex digits naming what the index holds: every paper's id and content hash, and the
+        embedding model. Two answers with one fingerprint were computed from the same collection.
+
+        Recomputed only when another process has written to the index since (SQLite's data_version);
+        this object's own writes forget it.
+        """
+        version = self.lexical.db.execute("PRAGMA data_version").fetchone()[0]
+        if self._fingerprint is None or self._fingerprint[0] != version:
+            digest = hashlib.sha256(self.settings.embedding.model.encode())
+            for paper_id, content_hash in sorted(self.lexical.content_hashes().items()):
+                digest.update(f"\n{paper_id}\t{content_hash}".encode())
+            self._fingerprint = (version, digest.hexdigest()[:16])
+        return self._fingerprint[1]
 
     def papers(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
         """The stored records of these papers, by id (ids not in the index are left out)."""
