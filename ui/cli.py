@@ -74,7 +74,9 @@ def cmd_ingest(args) -> int:
               f"{summary.records_rejected} records rejected\n"
               f"chunks embedded: {summary.chunks}; papers in the index: {summary.papers_total}\n"
               f"took {summary.seconds:.1f} s ({summary.papers_per_second:.1f} papers/s)"
-              + (f"; recovered {summary.recovered} papers from an interrupted ingest" if summary.recovered else ""))
+              + (f"; repaired {summary.recovered} paper{'s' if summary.recovered != 1 else ''} (half-written by an "
+                 "interrupted ingest, or missing from the "
+                 "vector store)" if summary.recovered else ""))
     return EXIT_REJECTED if summary.records_rejected else 0
 
 
