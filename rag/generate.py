@@ -64,7 +64,8 @@ LIST_TASK = (
     "Instructions: {count} papers match this question; the most relevant are quoted above, and the "
     "complete list is added after your text. In two or three sentences of your own words, say what these "
     "papers do about the question, ending each sentence with the ids of the papers it describes, like [1] "
-    "or [2, 3]. Do not list the papers one by one and do not answer with ids alone."
+    "or [2, 3]. Do not list the papers or their titles and do not answer with ids alone. For example: "
+    "\"Most prune whole channels to cut computation [1, 3], while one removes single weights [2].\""
 )
 
 _BRACKETED_NUMBERS = re.compile(r"\[(\s*\d+(?:\s*[,;–-]\s*\d+)*\s*)\]")
@@ -253,6 +254,8 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
         raise translated from None
 
     raw = tidy_markers(strip_reasoning("".join(pieces)).strip())
+    if kind == "list":  # the complete list follows: the model's own copy of it adds nothing
+        raw = drop_copied_titles(raw, list(shown.values()))
     if not content_words(raw):  # only markers ("[2], [5]") or nothing: no statement to keep
         raw = ""
     cleaned, _, dropped = enforce_citations(raw, retrieved, {n: paper.id for n, paper in shown.items()})
@@ -325,6 +328,29 @@ def tidy_markers(text: str) -> str:
     'Pruning keeps accuracy [1]. It is fast [2][3].'
     """
     return _MARKER_AFTER_STOP.sub(lambda m: f" {m.group(2).strip()}{m.group(1)}", text)
+
+
+def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
+    """`text` without the sentences that only restate a paper's title or a bare marker.
+
+    >>> p = [RetrievedPaper(id="a", title="Pruning On-the-Fly: A Recoverable Pruning Method", score=1, rank=1)]
+    >>> drop_copied_titles("[1] Pruning On-the-Fly: A Recoverable Pruning Method. [2], [3]\\n"
+    ...                    "Both prune channels during training [1].", p)
+    'Both prune channels during training [1].'
+    """
+    titles = [{_stem(word) for word in content_words(paper.title)} for paper in papers]
+    kept_lines = []
+    for line in text.split("\n"):
+        kept = []
+        for sentence in _SENTENCE_END.split(line):
+            words = {_stem(word) for word in content_words(re.sub(r"^\W*\d+[.)]\s", "", sentence))}
+            copied = any(title and len(words & title) >= 0.7 * len(words) and len(words & title) >= 0.6 * len(title)
+                         for title in titles)
+            if words and not copied:
+                kept.append(sentence)
+        if kept or not line.strip():
+            kept_lines.append(" ".join(kept))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept_lines)).strip()
 
 
 def content_words(text: str) -> set[str]:

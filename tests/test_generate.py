@@ -215,6 +215,16 @@ def test_markers_written_after_the_full_stop_stay_with_their_sentence():
     assert answer.text == "Channel pruning keeps ImageNet accuracy of ResNet-50 [1]. BERT fits in 4 bits [3]."
 
 
+def test_a_list_reply_that_only_repeats_titles_gives_way_to_the_list():
+    papers = make_papers(6)
+    reply = ("[1] Channel Pruning for Accelerating ResNet-50.\n[4] Lottery Tickets in Residual Networks.\n"
+             "Both remove parts of residual networks while keeping accuracy [1, 4].")
+    _, answer = run(reply, papers, kind="list", matching=papers)
+    summary, listing = answer.text.split("6 papers match:")
+    assert summary.strip() == "Both remove parts of residual networks while keeping accuracy [1, 4]."
+    assert listing.count("Channel Pruning for Accelerating ResNet-50") == 1
+
+
 def test_a_reply_of_markers_alone_is_no_answer():
     papers = make_papers(6)
     _, answer = run("[2], [5]", papers, kind="list", matching=papers)
