@@ -150,6 +150,9 @@ def _question_from_row(path: Path, line: int, row: dict, titles: Mapping[str, st
     text = row.get("question")
     if not isinstance(text, str) or not text.strip():
         raise QuestionSetError(path, line, "missing question")
+    if row.get("status") == "unconfirmed":  # saved from the chat's feedback; its gold papers are a guess
+        raise QuestionSetError(path, line, "an unconfirmed question from chat feedback: check its gold_titles "
+                                           "and must_mention, then set \"status\": \"confirmed\"")
     gold_titles = _string_list(path, line, row, "gold_titles")
     listed_ids = _string_list(path, line, row, "gold_ids")
     must_mention = _string_list(path, line, row, "must_mention")

@@ -1,16 +1,16 @@
 """The chat page: a Gradio app over one `PaperChat`, and `serve()`, which opens the index and starts it.
 
-What a person sees: a header naming the collection, the chat (answers stream in; each answer lists
-the papers it cites, with the supporting passage and the abstract one click away), a sources panel
-with every retrieved paper for the last question, a year histogram for list questions, the answer
-settings, example questions, and BibTeX/CSV downloads of the last answer's papers.
+What a person sees, in the order it arrives: the matching papers with their evidence sentence as
+soon as retrieval has judged them (well under a second), then, beneath them, the LLM's summary as
+it is written; while it works, a state line (searching / loading the model / writing, elapsed
+seconds) and a Stop button. Beside the chat: every retrieved paper under the same numbers, marked
+match / possibly related / retrieved; the answer settings (answerer, year range with undated
+papers in or out); a year chart that says what share of the matches it covers; BibTeX/CSV
+downloads; and feedback (thumbs-down, "you missed ...") saved as candidate eval questions.
 
-Layout (`build_app`) and behaviour (`respond`) are separate: `respond` is a plain generator that
-tests call directly, and `build_app` only wires it to components.
-
-Every title, abstract and answer shown here is untrusted text: it reaches HTML and Markdown only
-through `as_text()`, which escapes HTML and the characters Markdown would interpret. Gradio's own
-sanitizer stays on as a second line of defence, not the first.
+Behaviour (`respond`, a plain generator that tests call directly) is apart from layout
+(`build_app`); HTML comes from `ui.render`, downloads from `ui.export`, feedback from `ui.feedback`.
+The components a step updates, and their order, are `ChatUpdate`'s fields — defined once.
 
     >>> from rag.settings import Settings          # doctest: +SKIP
     >>> serve(Settings.load())                      # doctest: +SKIP
@@ -24,30 +24,42 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import atexit
-import csv
-import html
 import importlib
-import io
 import logging
-import re
+import queue
 import shutil
 import tempfile
 import threading
 import time
-import uuid
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
 
-from rag.answer import Answer, Citation, RetrievedPaper
+from rag.answer import Answer, Citation
 from rag.chain import ANSWERERS, Done, EmptyQuestionError, Notice, PaperChat, Sources, Token
 from rag.errors import USER_ERRORS
-from rag.papers import Paper
 from rag.settings import Settings
+from ui.export import write_exports
+from ui.feedback import feedback_file, feedback_record, save_feedback
+from ui.render import (
+    CSS,
+    HEAD_JS,
+    answerer_numbers,
+    as_text,
+    evidence_of,
+    histogram_label,
+    paper_numbers,
+    render_message,
+    render_papers,
+    render_sources,
+    render_status,
+    render_synthesis,
+    renumber,
+    year_histogram,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,222 +73,36 @@ TOP_K_MAX = 50
 CHAT_CONCURRENCY = 4
 """Questions answered at once. Retrieval is quick and thread-safe; a hosted LLM gains from overlap,
 and a local llama.cpp model shares the CPU whatever this says."""
+POLL_S = 0.25
+"""How often a waiting answer checks for Stop and refreshes its elapsed seconds."""
+DEFAULT_LOCAL_MODEL = "Qwen2.5-Coder-1.5B"
 
 THEME = gr.themes.Soft(primary_hue="indigo", neutral_hue="slate",
                        # System fonts: the page must not fetch anything from outside (it runs offline).
                        font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
-CSS = """
-.pc-header { font-size: 0.92rem; color: var(--body-text-color-subdued); }
-.pc-header h1 { font-size: 1.45rem; margin: 0 0 0.2rem 0; color: var(--body-text-color); }
-.pc-notice { border-left: 3px solid #d97706; background: rgba(217, 119, 6, 0.08); padding: 0.35rem 0.6rem;
-             margin-bottom: 0.5rem; border-radius: 4px; }
-.pc-abstain { border-left: 3px solid #64748b; padding-left: 0.6rem; }
-.pc-cites { margin-top: 0.7rem; border-top: 1px solid var(--border-color-primary); padding-top: 0.45rem;
-            font-size: 0.9em; }
-.pc-cites h4 { margin: 0 0 0.3rem 0; font-size: 0.95em; }
-.pc-cite { margin: 0 0 0.45rem 0; }
-.pc-cite .pc-passage { color: var(--body-text-color-subdued); margin: 0.1rem 0 0 1.6rem; }
-.pc-cite details { margin-left: 1.6rem; }
-.pc-cite summary { cursor: pointer; color: var(--link-text-color); font-size: 0.92em; }
-.pc-sources { font-size: 0.86rem; }
-#pc-sources .pc-sources table { width: 100%; border-collapse: collapse; border: none !important; margin: 0; }
-#pc-sources .pc-sources tr { border: none !important; }
-#pc-sources .pc-sources th, #pc-sources .pc-sources td { border: none !important; padding: 0.3rem 0.4rem;
-                 vertical-align: top; background: transparent; }
-#pc-sources .pc-sources th { text-align: left; font-weight: 600; white-space: nowrap;
-                 border-bottom: 1px solid var(--border-color-primary) !important; }
-#pc-sources .pc-sources td { border-bottom: 1px solid var(--border-color-primary) !important; }
-.pc-sources td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.pc-sources tr.pc-out td { color: var(--body-text-color-subdued); }
-.pc-sources .pc-meta { color: var(--body-text-color-subdued); margin-bottom: 0.35rem; }
-.pc-empty { color: var(--body-text-color-subdued); font-size: 0.9rem; }
-footer { display: none !important; }
-"""
-
-# Characters Markdown (and KaTeX) would act on, written as entities so text stays text. `&<>"'`
-# are html.escape's; the digits and '.' of "1." are left alone so numbered answers stay lists.
-_MARKDOWN_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "\\`*_{}[]()#+|~$!"})
 
 
-def as_text(value: object) -> str:
-    """Untrusted text made safe to put into HTML or Markdown: it displays exactly as written.
+# --- per-session state and what one step shows -------------------------------------------------
+@dataclass
+class StopFlag:
+    """Set by the Stop button; read by the answer it belongs to (each answer gets its own)."""
 
-    >>> as_text('<img src=x onerror=alert(1)> **bold** [1]')
-    '&lt;img src=x onerror=alert&#40;1&#41;&gt; &#42;&#42;bold&#42;&#42; &#91;1&#93;'
-    """
-    return html.escape(str(value), quote=True).translate(_MARKDOWN_ENTITIES)
-
-
-# --- rendering: pure functions from engine objects to HTML -------------------------------------------
-def render_answer(answer: Answer, matching_count: int | None = None) -> str:
-    """The assistant message: notice, answer text, then the cited papers (abstract behind a click)."""
-    parts = []
-    if answer.notice:
-        parts.append(render_notice(answer.notice))
-    body = as_text(answer.text)
-    parts.append(f'<div class="pc-abstain">\n\n{body}\n\n</div>' if answer.abstained else body)
-    if answer.citations:
-        parts.append(render_citations(answer.citations, answer.retrieved,
-                                      matching_count if answer.kind == "list" else None))
-    return "\n\n".join(parts)
+    requested: bool = False
 
 
-def render_notice(notice: str) -> str:
-    return f'<div class="pc-notice">⚠️ {as_text(notice)}</div>'
-
-
-def render_citations(citations: Sequence[Citation], retrieved: Sequence[RetrievedPaper],
-                     matching_count: int | None = None) -> str:
-    """Each cited paper: [n] title (year), the supporting passage, and the abstract in <details>.
-
-    >>> c = Citation(number=1, id="a", title="<b>T</b>", year=2020, passage="P.")
-    >>> "&lt;b&gt;T&lt;/b&gt;" in render_citations([c], [], matching_count=7)
-    True
-    """
-    abstracts = {paper.id: paper.abstract or paper.passage for paper in retrieved}
-    heading = "Cited papers"
-    if matching_count is not None:
-        heading += f" · {matching_count} matching paper{'s' if matching_count != 1 else ''}"
-    items = []
-    for citation in citations:
-        year = f" ({citation.year})" if citation.year else ""
-        abstract = abstracts.get(citation.id, "")
-        details = (f"<details><summary>Abstract</summary><p>{as_text(abstract)}</p></details>"
-                   if abstract else "")
-        passage = f'<div class="pc-passage">“{as_text(citation.passage)}”</div>' if citation.passage else ""
-        items.append(f'<div class="pc-cite"><b>[{citation.number}]</b> {as_text(citation.title)}{year}'
-                     f"{passage}{details}</div>")
-    return f'<div class="pc-cites"><h4>{heading}</h4>{"".join(items)}</div>'
-
-
-SEARCHING_HTML = '<div class="pc-sources pc-empty">Searching…</div>'
-
-
-def render_sources(sources: Sources | None) -> str:
-    """The sources panel: every retrieved paper with rank, score, year and whether it matched."""
-    if sources is None:
-        return '<div class="pc-sources pc-empty">Ask a question to see the papers it was answered from.</div>'
-    if not sources.retrieved:
-        return '<div class="pc-sources pc-empty">No search for this message.</div>'
-    matching = {paper.id for paper in sources.matching}
-    verdict = ("no paper answers the question" if sources.abstained
-               else f"{len(sources.matching)} matching")
-    searched = (f' · searched as “{as_text(sources.search_query)}”'
-                if sources.search_query and sources.search_query != sources.question else "")
-    rows = []
-    for paper in sources.retrieved:
-        matched = paper.id in matching
-        rows.append(f'<tr class="{"pc-in" if matched else "pc-out"}"><td class="num">{paper.rank}</td>'
-                    f'<td class="num">{paper.score:.3f}</td><td class="num">{paper.year or "–"}</td>'
-                    f'<td>{"✓" if matched else ""}</td><td>{as_text(paper.title)}</td></tr>')
-    return (f'<div class="pc-sources"><div class="pc-meta">{len(sources.retrieved)} retrieved · {verdict}'
-            f'{searched}</div><table><thead><tr><th>#</th><th>Score</th><th>Year</th><th title="matches the '
-            f'question">Match</th><th>Title</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
-
-
-def year_histogram(papers: Sequence[RetrievedPaper]):
-    """A small bar chart of the papers' years (matplotlib's object API: safe from worker threads)."""
-    from matplotlib.figure import Figure
-
-    counts = Counter(paper.year for paper in papers if paper.year)
-    if not counts:
-        return None
-    years = list(range(min(counts), max(counts) + 1))
-    figure = Figure(figsize=(4.2, 1.9), dpi=110, layout="constrained")
-    axes = figure.add_subplot()
-    axes.bar(years, [counts.get(year, 0) for year in years], color="#6366f1", width=0.7)
-    axes.set_xticks(years, [str(year) for year in years], fontsize=8, rotation=45 if len(years) > 6 else 0)
-    axes.yaxis.get_major_locator().set_params(integer=True)
-    axes.tick_params(axis="y", labelsize=8)
-    axes.set_ylabel("papers", fontsize=8)
-    for side in ("top", "right"):
-        axes.spines[side].set_visible(False)
-    return figure
-
-
-def histogram_update(matching: Sequence[RetrievedPaper]) -> dict:
-    """Show the year chart when some matching paper has a year; say how many do."""
-    dated = sum(1 for paper in matching if paper.year)
-    if not dated:
-        return gr.update(value=None, visible=False)
-    return gr.update(value=year_histogram(matching), visible=True,
-                     label=f"Matching papers by year ({dated} of {len(matching)} dated)")
-
-
-# --- export: the papers in the last answer ---------------------------------------------------------
-def bibtex(citations: Sequence[Citation], papers: dict[str, Paper]) -> str:
-    """BibTeX entries for the cited papers, keys like `smith2021pruning`.
-
-    >>> print(bibtex([Citation(number=1, id="2101.00001", title="Pruning {Nets} & 50%", year=2021)],
-    ...              {"2101.00001": Paper("Pruning {Nets} & 50%", "a", id="2101.00001", authors=("Ann Smith",))}))
-    @misc{smith2021pruning,
-      title = {Pruning \\{Nets\\} \\& 50\\%},
-      author = {Ann Smith},
-      year = {2021},
-      eprint = {2101.00001},
-      archivePrefix = {arXiv},
-    }
-    <BLANKLINE>
-    """
-    entries, used = [], Counter()
-    for citation in citations:
-        paper = papers.get(citation.id)
-        authors = paper.authors if paper else ()
-        surname = re.sub(r"[^a-z]", "", authors[0].split()[-1].lower()) if authors and authors[0].split() else ""
-        word = next((w for w in re.findall(r"[a-z]+", citation.title.lower()) if len(w) > 3), "paper")
-        key = f"{surname or 'paper'}{citation.year or ''}{word}"
-        used[key] += 1
-        if used[key] > 1:
-            key += chr(ord("a") + used[key] - 2)
-        fields = [("title", citation.title)]
-        if authors:
-            fields.append(("author", " and ".join(authors)))
-        if citation.year:
-            fields.append(("year", str(citation.year)))
-        if re.fullmatch(r"\d{4}\.\d{4,5}(v\d+)?", citation.id):
-            fields += [("eprint", citation.id), ("archivePrefix", "arXiv")]
-        if paper and paper.url:
-            fields.append(("url", paper.url))
-        body = "".join(f"  {name} = {{{_bibtex_escape(value)}}},\n" for name, value in fields)
-        entries.append(f"@misc{{{key},\n{body}}}\n")
-    return "\n".join(entries)
-
-
-def _bibtex_escape(text: str) -> str:
-    return re.sub(r"([\\{}&%$#_])", r"\\\1", " ".join(text.split()))
-
-
-def citations_csv(citations: Sequence[Citation], papers: dict[str, Paper]) -> str:
-    """One row per cited paper: number, id, title, year, authors, url, passage."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["number", "id", "title", "year", "authors", "url", "passage"])
-    for citation in citations:
-        paper = papers.get(citation.id)
-        row = [citation.number, citation.id, citation.title, citation.year or "",
-               "; ".join(paper.authors) if paper else "", (paper.url if paper else None) or "", citation.passage]
-        writer.writerow([_inert_cell(value) for value in row])
-    return out.getvalue()
-
-
-def _inert_cell(value: object) -> object:
-    """A text cell a spreadsheet would run as a formula (`=HYPERLINK(...)`) gets a leading quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-# --- the conversation and the handler --------------------------------------------------------------
 @dataclass
 class Conversation:
-    """Per-browser-session state: the turns as the engine sees them (plain text, not the page's HTML)."""
+    """Per-browser-session state: the turns as the engine sees them (plain text, not the page's HTML),
+    the answers that feedback can refer to, and the running answer's stop flag."""
 
     turns: list[tuple[str, str]] = field(default_factory=list)
+    answers: dict[int, dict] = field(default_factory=dict)  # assistant message index -> what feedback saves
+    stop: StopFlag = field(default_factory=StopFlag)
 
 
 class ChatUpdate(NamedTuple):
-    """What one step of `respond` shows; a tuple in the order of `build_app`'s outputs."""
+    """What one step of `respond` shows: the components `build_app` updates, in this order."""
 
     messages: list[dict]
     conversation: Conversation
@@ -285,111 +111,295 @@ class ChatUpdate(NamedTuple):
     bibtex_file: dict
     csv_file: dict
     textbox: str
+    stop_button: dict
+
+
+def _hidden() -> dict:
+    return gr.update(value=None, visible=False)
+
+
+# --- the handler ------------------------------------------------------------------------------
+def parse_year(value: object) -> int | None:
+    """A year box's content: empty means no bound; anything but a whole number is a `ValueError`.
+
+    >>> parse_year(""), parse_year(" 2021 "), parse_year(2020.0), parse_year(None)
+    (None, 2021, 2020, None)
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"“{text}” is not a year: type a year like 2021, or leave the box empty") from None
+    if not number.is_integer():
+        raise ValueError(f"“{text}” is not a year: type a year like 2021, or leave the box empty")
+    return int(number)
+
+
+def year_range_problem(year_min: int | None, year_max: int | None) -> str | None:
+    """The message for an inverted range (said before searching), or None.
+
+    >>> year_range_problem(2024, 2019)
+    'The year range is empty: “from 2024” is after “to 2019”. Swap the years or clear one of them.'
+    """
+    if year_min is not None and year_max is not None and year_min > year_max:
+        return (f"The year range is empty: “from {year_min}” is after “to {year_max}”. "
+                "Swap the years or clear one of them.")
+    return None
+
+
+@dataclass
+class _Turn:
+    """What the assistant message of one question shows so far."""
+
+    answerer: str
+    started: float = field(default_factory=time.perf_counter)
+    sources: Sources | None = None
+    numbers: dict[str, int] = field(default_factory=dict)
+    written: str = ""
+    notice: str | None = None
+    answer: Answer | None = None
+
+    def status(self, chat: PaperChat) -> str:
+        elapsed = time.perf_counter() - self.started
+        if self.sources is None:
+            return render_status("Searching the papers…", elapsed)
+        if self.written:
+            return render_status(f"The {self.answerer} model is writing a summary…", elapsed)
+        if not chat.has_chat_model(self.answerer):
+            return render_status(f"Loading the {self.answerer} model (the papers above are the answer "
+                                 "already)…", elapsed)
+        return render_status(f"The {self.answerer} model is reading the papers…", elapsed)
+
+    def waits_for_llm(self) -> bool:
+        s = self.sources
+        return (self.answerer != "extractive" and s is not None and bool(s.retrieved) and not s.abstained
+                and self.notice is None)
+
+    def render(self, chat: PaperChat, working: bool) -> str:
+        s = self.sources
+        papers = render_papers(s, self.numbers) if s is not None and s.retrieved else ""
+        status = self.status(chat) if working and (s is None or self.waits_for_llm()) else ""
+        synthesis = ""
+        if self.answer is not None:
+            if not s or not s.retrieved:  # small talk: no search, the reply is the answer
+                synthesis = f"<div>{as_text(self.answer.text)}</div>"
+            elif self.answer.answerer not in ("extractive", "none") and not self.answer.abstained:
+                ids = {citation.number: citation.id for citation in self.answer.citations}
+                synthesis = render_synthesis(f"Summary by the {self.answerer} model",
+                                             renumber(self.answer.text, ids, self.numbers))
+        elif self.written and s is not None:
+            synthesis = render_synthesis(f"Summary by the {self.answerer} model (writing…)",
+                                         renumber(self.written, answerer_numbers(s), self.numbers))
+        return render_message(papers, status, self.notice, synthesis)
 
 
 def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict] | None,
             conversation: Conversation | None, answerer: str, top_k: float | None,
-            year_min: float | None, year_max: float | None) -> Iterator[ChatUpdate]:
-    """Answer `message`, yielding the page's new state as the answer streams in.
+            year_min: object = None, year_max: object = None, include_undated: bool = True) -> Iterator[ChatUpdate]:
+    """Answer `message`, yielding the page's new state as the answer comes in.
 
-    Never raises: an empty question or an engine failure becomes a message in the chat (and a
-    failure is logged with its traceback here, on the server).
+    The engine runs in a worker thread, so that the state line can count seconds while a model
+    loads and Stop is noticed within `POLL_S`. Never raises: an empty question, a bad year or an
+    engine failure becomes a message in the chat (a failure is logged with its traceback here).
     """
     messages = list(messages or [])
     conversation = conversation or Conversation()
+    stop = conversation.stop = StopFlag()
     question = (message or "").strip()
     messages.append({"role": "user", "content": as_text(question) if question else "(empty message)"})
-    messages.append({"role": "assistant", "content": "_Searching the papers…_"})
-    sources: Sources | None = None
-    no_plot = gr.update(value=None, visible=False)
-    no_file = gr.update(value=None, visible=False)
+    messages.append({"role": "assistant", "content": render_status("Searching the papers…")})
+    turn = _Turn(answerer=answerer)
+    histogram: dict = _hidden()
 
-    def update(content: str, histogram=None, files: tuple[str, str] | None = None) -> ChatUpdate:
+    def update(content: str, files: tuple[str, str] | None = None, working: bool = False) -> ChatUpdate:
         messages[-1] = {"role": "assistant", "content": content}
         bib, table = files or (None, None)
-        return ChatUpdate(list(messages), conversation, render_sources(sources), histogram or no_plot,
-                          gr.update(value=bib, visible=bib is not None),
-                          gr.update(value=table, visible=table is not None), "")
+        return ChatUpdate(list(messages), conversation, render_sources(turn.sources, turn.numbers or None),
+                          histogram, gr.update(value=bib, visible=bib is not None),
+                          gr.update(value=table, visible=table is not None), "", gr.update(visible=working))
 
     if not question:
-        yield update("Please type a question about the papers, for example "
-                     f"“{EXAMPLE_QUESTIONS[0]}”.")
+        yield update(f"Please type a question about the papers, for example “{EXAMPLE_QUESTIONS[0]}”.")
         return
-    problem = _check_years(year_min, year_max)
-    if problem:
-        yield update(problem)
-        return
-    yield ChatUpdate(list(messages), conversation, SEARCHING_HTML, no_plot, no_file, no_file, "")
-
-    text, notice, histogram = "", None, None
     try:
-        for event in chat.stream(question, history=conversation.turns, answerer=answerer,
-                                 top_k=int(top_k) if top_k else None, year_min=_year(year_min),
-                                 year_max=_year(year_max)):
+        low, high = parse_year(year_min), parse_year(year_max)
+    except ValueError as error:
+        yield update(as_text(str(error)) + ".")
+        return
+    problem = year_range_problem(low, high)
+    if problem:
+        yield update(as_text(problem))
+        return
+    yield update(turn.render(chat, working=True), working=True)
+
+    events: queue.Queue = queue.Queue()
+    options = {"history": list(conversation.turns), "answerer": answerer, "top_k": int(top_k) if top_k else None,
+               "year_min": low, "year_max": high, "include_undated": bool(include_undated)}
+    threading.Thread(target=_produce, args=(chat, question, options, events, stop), daemon=True,
+                     name="answer").start()
+    shown = ""
+    try:
+        while True:
+            try:
+                event = events.get(timeout=POLL_S)
+            except queue.Empty:
+                if stop.requested:
+                    yield _stopped(turn, chat, update)
+                    return
+                content = turn.render(chat, working=True)
+                if content != shown:  # the elapsed seconds moved on
+                    shown = content
+                    yield update(content, working=True)
+                continue
             if isinstance(event, Sources):
-                sources = event
+                turn.sources, turn.numbers = event, paper_numbers(event)
                 if event.kind == "list" and event.matching:
-                    histogram = histogram_update(event.matching)
-                yield update("_Writing the answer…_", histogram)
+                    histogram = _histogram_update(event)
             elif isinstance(event, Notice):
-                notice = event.text
-                yield update(render_notice(notice) + "\n\n" + as_text(text), histogram)
+                turn.notice = event.text
             elif isinstance(event, Token):
-                text += event.text
-                yield update((render_notice(notice) + "\n\n" if notice else "") + as_text(text), histogram)
+                if turn.waits_for_llm():
+                    turn.written += event.text
             elif isinstance(event, Done):
-                answer = event.answer
-                conversation.turns.append((question, answer.text))
-                files = _write_exports(chat, answer.citations, export_dir) if answer.citations else None
-                matching = len(sources.matching) if sources else None
-                yield update(render_answer(answer, matching), histogram, files)
+                turn.answer = event.answer
+                conversation.turns.append((question, event.answer.text))
+                yield update(turn.render(chat, working=False), _exports(chat, turn, export_dir))
+                conversation.answers[len(messages) - 1] = _feedback_context(turn)
+                return
+            elif isinstance(event, BaseException):
+                raise event
+            if stop.requested:
+                yield _stopped(turn, chat, update)
+                return
+            shown = turn.render(chat, working=True)
+            yield update(shown, working=True)
     except EmptyQuestionError as error:
         yield update(as_text(str(error).capitalize() + "."))
     except USER_ERRORS as error:
         log.warning("question %r failed: %s", question, error)
         yield update(f"Sorry, I could not answer that: {as_text(error)}")
     except Exception as error:  # the page must show a message, never hang or trace back
-        log.exception("question %r failed", question)
+        log.error("question %r failed", question, exc_info=error)
         yield update(f"Sorry, something went wrong while answering ({as_text(type(error).__name__)}: "
                      f"{as_text(error)}). The details are in the server log.")
+    finally:
+        stop.requested = True  # the worker, if still running, stops at its next step
 
 
-def _year(value: float | None) -> int | None:
-    return None if value is None or value == "" else int(value)
+def _produce(chat: PaperChat, question: str, options: dict, events: queue.Queue, stop: StopFlag) -> None:
+    """The worker: the engine's events into `events`; stops (closing the LLM stream) when asked to."""
+    stream = chat.stream(question, **options)
+    try:
+        for event in stream:
+            if stop.requested:
+                break
+            events.put(event)
+    except BaseException as error:  # handed to `respond`, which shows it
+        events.put(error)
+    finally:
+        stream.close()
 
 
-def _check_years(year_min: float | None, year_max: float | None) -> str | None:
-    low, high = _year(year_min), _year(year_max)
-    if low is not None and high is not None and low > high:
-        return f"The year range is empty: “from {low}” is after “to {high}”. Widen it in the settings."
-    return None
+def _stopped(turn: _Turn, chat: PaperChat, update) -> ChatUpdate:
+    elapsed = time.perf_counter() - turn.started
+    turn.notice = None
+    content = turn.render(chat, working=False)
+    if turn.written:
+        content += render_synthesis(f"Summary by the {turn.answerer} model (stopped)",
+                                    renumber(turn.written, answerer_numbers(turn.sources), turn.numbers))
+    return update(content + f'<div class="pc-status pc-stopped">Stopped after {elapsed:.0f} s.</div>')
 
 
-def _write_exports(chat: PaperChat, citations: Sequence[Citation], export_dir: Path) -> tuple[str, str]:
-    papers = chat.index.lexical.papers([c.id for c in citations])
-    folder = export_dir / uuid.uuid4().hex  # one folder per answer: sessions never overwrite each other
-    folder.mkdir(parents=True)
-    bib_path, csv_path = folder / "paperchat-citations.bib", folder / "paperchat-citations.csv"
-    bib_path.write_text(bibtex(citations, papers), encoding="utf-8")
-    csv_path.write_text(citations_csv(citations, papers), encoding="utf-8", newline="")
-    return str(bib_path), str(csv_path)
+def _histogram_update(sources: Sources) -> dict:
+    figure = year_histogram(sources.matching)
+    if figure is None:
+        return _hidden()
+    return gr.update(value=figure, visible=True, label=histogram_label(sources.matching))
 
 
-def new_chat() -> tuple[list, Conversation, str, dict, dict, dict, str]:
+def _listed_citations(turn: _Turn) -> list[Citation]:
+    """The papers the answer shows (matches; for a fact question, the one) and any other it cites, numbered as shown."""
+    s, answer = turn.sources, turn.answer
+    if s is None or answer is None or s.abstained or not s.matching:
+        return []
+    ids = [p.id for p in (s.matching if s.kind == "list" else s.matching[:1])]
+    ids += [c.id for c in answer.citations if c.id not in ids and c.id in turn.numbers]
+    by_id = {p.id: p for p in s.retrieved + s.matching}
+    citations = [Citation(number=turn.numbers[i], id=i, title=by_id[i].title, year=by_id[i].year,
+                          passage=evidence_of(by_id[i], s.search_query)) for i in ids if i in by_id]
+    return sorted(citations, key=lambda c: c.number)
+
+
+def _exports(chat: PaperChat, turn: _Turn, export_dir: Path) -> tuple[str, str] | None:
+    citations = _listed_citations(turn)
+    if not citations:
+        return None
+    return write_exports(citations, chat.index.papers([c.id for c in citations]), export_dir)
+
+
+def _feedback_context(turn: _Turn) -> dict:
+    answer = turn.answer
+    return {"question": answer.question, "answer": answer.text, "kind": answer.kind,
+            "titles": [c.title for c in _listed_citations(turn)], "answerer": answer.answerer}
+
+
+def stop_answer(conversation: Conversation | None) -> dict:
+    """The Stop button: the running answer stops at its next step and keeps what it has."""
+    if conversation is not None:
+        conversation.stop.requested = True
+    return gr.update(visible=False)
+
+
+def new_chat() -> ChatUpdate:
     """The "New chat" button: an empty conversation and panels."""
-    hidden = gr.update(value=None, visible=False)
-    return [], Conversation(), render_sources(None), hidden, hidden, hidden, ""
+    return ChatUpdate([], Conversation(), render_sources(None), _hidden(), _hidden(), _hidden(), "",
+                      gr.update(visible=False))
 
 
-# --- layout -----------------------------------------------------------------------------------------
-def header_html(chat: PaperChat, settings: Settings) -> str:
-    """One line on what is being served: papers, embedding model, answerer, index folder."""
+def save_answer_feedback(settings: Settings, conversation: Conversation | None, message_index: int | None,
+                         verdict: str, note: str = "") -> str:
+    """Save feedback on one answer (the last one when `message_index` is None); a line saying what happened."""
+    answers = (conversation.answers if conversation else {}) or {}
+    if not answers:
+        return "Ask a question first: feedback is saved with the answer it is about."
+    context = answers.get(message_index if message_index is not None else max(answers))
+    if context is None:
+        return "That message is not an answer with papers; feedback was not saved."
+    path = feedback_file(settings)
+    record = feedback_record(context["question"], context["answer"], context["kind"], context["titles"],
+                             context["answerer"], verdict, note)
+    try:
+        save_feedback(path, record)
+    except OSError as error:
+        log.warning("cannot save feedback to %s: %s", path, error)
+        return f"Sorry, the feedback could not be saved ({as_text(error)})."
+    return ("Thank you. Saved as a candidate test question (unconfirmed): a maintainer checks it, then "
+            "`paperchat eval` can use it.")
+
+
+# --- layout -----------------------------------------------------------------------------------
+def header_html(chat: PaperChat, settings: Settings, answerer: str | None = None) -> str:
+    """One line on what is being served: papers (how many undated), embedding model, the selected answerer."""
     llm = settings.llm
-    model = llm.model or (llm.model_path.name if llm.model_path else None)
-    answerer = llm.backend + (f" ({model})" if model and llm.backend != "extractive" else "")
-    return (f'<div class="pc-header"><h1>paperchat</h1>{chat.index.paper_count()} papers · '
-            f"embeddings {as_text(settings.embedding.model)} · answerer {as_text(answerer)} · "
-            f"index {as_text(settings.store.index_dir)}</div>")
+    answerer = answerer or llm.backend
+    model = {"local": llm.model_path.name if llm.model_path else DEFAULT_LOCAL_MODEL,
+             "openai": llm.model, "ollama": llm.model}.get(answerer)
+    total, dated = chat.index.paper_count(), len(chat.index.years())
+    undated = f" ({total - dated} undated)" if total > dated else ""
+    return (f'<div class="pc-header"><h1>paperchat</h1>{total} papers{undated} · '
+            f"embeddings {as_text(settings.embedding.model)} · answerer <b>{as_text(answerer)}</b>"
+            f"{f' ({as_text(model)})' if model else ''}</div>")
+
+
+def undated_info(chat: PaperChat) -> str:
+    """What the "include undated papers" box does, with the collection's own figures."""
+    total, dated = chat.index.paper_count(), len(chat.index.years())
+    return (f"{total - dated} of the {total} papers have no year. Checked: a year filter keeps them (their "
+            "year is unknown). Unchecked: only dated papers are searched, with or without a year range.")
 
 
 def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
@@ -397,36 +407,49 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
     export_dir = Path(tempfile.mkdtemp(prefix="paperchat-export-"))
     atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
     retrieval = settings.retrieval
-    years = chat.index.lexical.years()
+    years = chat.index.years()
     first_year, last_year = (min(years), max(years)) if years else (None, None)
 
     with gr.Blocks(title="paperchat", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
-        conversation = gr.State(Conversation())
-        gr.HTML(header_html(chat, settings))
+        conversation = gr.State(Conversation)
+        header = gr.HTML(header_html(chat, settings))
         with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=420):
-                chatbot = gr.Chatbot(label="Chat", height=620, show_label=False, elem_id="pc-chat",
+            with gr.Column(scale=3, min_width=300):
+                chatbot = gr.Chatbot(label="Chat", show_label=False, elem_id="pc-chat", autoscroll=False,
+                                     height="calc(100dvh - 270px)", max_height=640, min_height=320,
                                      sanitize_html=True, allow_tags=False, latex_delimiters=[],
-                                     feedback_options=None, buttons=["copy"],
-                                     placeholder="Ask about the papers in this collection. Every answer "
-                                                 "cites the papers it used.")
-                with gr.Row():
-                    textbox = gr.Textbox(label="Question", show_label=False, placeholder="Ask a question and press Enter",
-                                         scale=6, autofocus=True, elem_id="pc-question", submit_btn="Ask")
-                    clear = gr.Button("New chat", scale=1, min_width=100, variant="secondary")
+                                     feedback_options=("Like", "Dislike"), buttons=["copy"],
+                                     placeholder="Ask about the papers in this collection. The matching papers "
+                                                 "come first, each with its evidence; a summary follows.")
+                with gr.Row(elem_id="pc-ask-row"):
+                    textbox = gr.Textbox(label="Question", show_label=False, scale=6, min_width=120,
+                                         placeholder="Ask a question and press Enter", autofocus=True,
+                                         elem_id="pc-question", submit_btn="Ask")
+                    stop = gr.Button("Stop", scale=0, min_width=64, variant="stop", visible=False, elem_id="pc-stop")
+                    clear = gr.Button("New chat", scale=0, min_width=90, variant="secondary", elem_id="pc-new")
                 examples = gr.Dataset(label="Examples", components=["textbox"],
                                       samples=[[q] for q in EXAMPLE_QUESTIONS], type="index", samples_per_page=10)
-            with gr.Column(scale=2, min_width=320):
-                with gr.Accordion("Answer settings", open=False):
+                with gr.Accordion("Missed a paper, or something wrong?", open=False, elem_id="pc-feedback"):
+                    note = gr.Textbox(label="What did the last answer miss or get wrong?", lines=2,
+                                      placeholder="e.g. it missed “Methods for Pruning Deep Neural Networks”",
+                                      elem_id="pc-feedback-note")
+                    send_note = gr.Button("Send feedback", size="sm", elem_id="pc-feedback-send")
+                feedback_result = gr.Markdown("", elem_id="pc-feedback-result")
+            with gr.Column(scale=2, min_width=300):
+                with gr.Accordion("Answer settings", open=False, elem_id="pc-settings"):
                     answerer = gr.Radio(list(ANSWERERS), value=settings.llm.backend, label="Answerer",
                                         info="extractive needs no LLM; the others fall back to it when unreachable")
                     top_k = gr.Slider(1, TOP_K_MAX, value=min(retrieval.top_k, TOP_K_MAX), step=1,
                                       label="Papers to retrieve")
                     with gr.Row():
-                        year_min = gr.Number(value=retrieval.year_min, precision=0, label="From year",
-                                             placeholder=str(first_year or ""))
-                        year_max = gr.Number(value=retrieval.year_max, precision=0, label="To year",
-                                             placeholder=str(last_year or ""))
+                        year_min = gr.Textbox(value=str(retrieval.year_min or ""), label="From year", max_lines=1,
+                                              placeholder=f"e.g. {first_year}" if first_year else "",
+                                              min_width=100, elem_id="pc-year-min")
+                        year_max = gr.Textbox(value=str(retrieval.year_max or ""), label="To year", max_lines=1,
+                                              placeholder=f"e.g. {last_year}" if last_year else "",
+                                              min_width=100, elem_id="pc-year-max")
+                    include_undated = gr.Checkbox(value=retrieval.include_undated, label="Include undated papers",
+                                                  info=undated_info(chat), elem_id="pc-undated")
                 gr.Markdown("**Sources for the last question**")
                 sources = gr.HTML(render_sources(None), label="Sources", show_label=False, elem_id="pc-sources")
                 histogram = gr.Plot(label="Matching papers by year", visible=False, elem_id="pc-years")
@@ -434,20 +457,38 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
                     bibtex_file = gr.DownloadButton("Download BibTeX", visible=False, size="sm", elem_id="pc-bibtex")
                     csv_file = gr.DownloadButton("Download CSV", visible=False, size="sm", elem_id="pc-csv")
 
-        def ask_question(message, messages, conversation, answerer, top_k, year_min, year_max):
-            yield from respond(chat, export_dir, message, messages, conversation, answerer, top_k, year_min,
-                               year_max)
+        components = {"messages": chatbot, "conversation": conversation, "sources_html": sources,
+                      "histogram": histogram, "bibtex_file": bibtex_file, "csv_file": csv_file,
+                      "textbox": textbox, "stop_button": stop}
+        outputs = [components[name] for name in ChatUpdate._fields]
 
-        inputs = [textbox, chatbot, conversation, answerer, top_k, year_min, year_max]
-        outputs = [chatbot, conversation, sources, histogram, bibtex_file, csv_file, textbox]
+        def ask_question(message, messages, conversation, answerer, top_k, year_min, year_max, include_undated):
+            yield from respond(chat, export_dir, message, messages, conversation, answerer, top_k, year_min,
+                               year_max, include_undated)
+
+        inputs = [textbox, chatbot, conversation, answerer, top_k, year_min, year_max, include_undated]
         ask = {"fn": ask_question, "inputs": inputs, "outputs": outputs, "api_name": "ask",
                "show_progress": "hidden", "concurrency_limit": CHAT_CONCURRENCY}
         textbox.submit(**ask)
         examples.click(lambda index: EXAMPLE_QUESTIONS[index], examples, textbox, api_visibility="private",
                        queue=False).then(**{**ask, "api_name": False})
+        stop.click(stop_answer, conversation, stop, api_name="stop", queue=False)
         clear.click(new_chat, None, outputs, api_name="new_chat", queue=False)
         # The chat's own trash icon must forget the conversation too, or follow-ups would use it.
         chatbot.clear(new_chat, None, outputs, api_visibility="private", queue=False)
+        answerer.change(lambda chosen: header_html(chat, settings, chosen), answerer, header,
+                        api_visibility="private", queue=False)
+
+        def on_like(conversation, data: gr.LikeData):
+            if data.liked is True or data.liked == "Like":
+                return ""
+            return save_answer_feedback(settings, conversation, data.index if isinstance(data.index, int)
+                                        else data.index[0], "thumbs-down")
+
+        chatbot.like(on_like, conversation, feedback_result, api_visibility="private", queue=False)
+        send_note.click(lambda conversation, text: (save_answer_feedback(settings, conversation, None, "missed",
+                                                                         text), ""),
+                        [conversation, note], [feedback_result, note], api_name="feedback", queue=False)
     return app
 
 
@@ -457,7 +498,7 @@ def launch_options(settings: Settings) -> dict[str, Any]:
     auth = (ui.username, ui.password.get_secret_value()) if ui.password else None
     return {"server_name": ui.host, "server_port": ui.port, "auth": auth, "share": False, "show_error": False,
             "quiet": True, "ssr_mode": False, "mcp_server": False, "pwa": False, "enable_monitoring": False,
-            "footer_links": [], "theme": THEME, "css": CSS}
+            "footer_links": [], "theme": THEME, "css": CSS, "head": HEAD_JS}
 
 
 def _warm_up(chat: PaperChat) -> None:
@@ -510,4 +551,3 @@ def serve(settings: Settings) -> None:
         app.block_thread()
     finally:
         chat.close()
-

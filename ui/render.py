@@ -1,0 +1,326 @@
+"""What the chat page shows, as HTML: pure functions from engine objects to strings (and one chart).
+
+Every title, abstract, passage and answer is untrusted text. It reaches HTML only through
+`as_text()`, which writes each character HTML or Markdown would act on as a numeric entity, in
+one pass (so an apostrophe is `&#39;` on the wire and `'` on the screen, never `&#x27;`), and
+which keeps URLs from being turned into links. Gradio's own sanitizer stays on as a second line
+of defence, not the first.
+
+One numbering per question (`paper_numbers`) is used by the answer text, the list of matching
+papers and the sources panel: the matching papers first, in the judge's order, then the possibly
+related ones, then the rest of what was retrieved.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from rag.answer import CITATION_MARK, RetrievedPaper
+from rag.chain import Sources
+from rag.extractive import best_sentences
+
+CSS = """
+.pc-header { font-size: 0.92rem; color: var(--body-text-color-subdued); }
+.pc-header h1 { font-size: 1.45rem; margin: 0 0 0.2rem 0; color: var(--body-text-color); }
+.pc-status { color: var(--body-text-color-subdued); font-size: 0.9em; margin-bottom: 0.4rem; }
+.pc-status .pc-spin { display: inline-block; animation: pc-pulse 1.2s ease-in-out infinite; }
+@keyframes pc-pulse { 50% { opacity: 0.35; } }
+.pc-notice { border-left: 3px solid #d97706; background: rgba(217, 119, 6, 0.08); padding: 0.35rem 0.6rem;
+             margin-bottom: 0.5rem; border-radius: 4px; }
+.pc-abstain { border-left: 3px solid #64748b; padding-left: 0.6rem; }
+.pc-papers h4, .pc-synthesis h4 { margin: 0 0 0.35rem 0; font-size: 0.98em; }
+.pc-papers h5 { margin: 0.6rem 0 0.3rem 0; font-size: 0.92em; color: var(--body-text-color-subdued); }
+.pc-searched { color: var(--body-text-color-subdued); font-size: 0.88em; margin: -0.2rem 0 0.35rem 0; }
+.pc-cite { margin: 0 0 0.45rem 0; }
+.pc-cite .pc-passage { color: var(--body-text-color-subdued); margin: 0.1rem 0 0 1.6rem; }
+.pc-cite details { margin-left: 1.6rem; }
+.pc-cite summary { cursor: pointer; color: var(--link-text-color); font-size: 0.92em; }
+.pc-related .pc-cite { opacity: 0.85; }
+.pc-synthesis { margin-top: 0.7rem; border-top: 1px solid var(--border-color-primary); padding-top: 0.45rem; }
+.pc-sources { font-size: 0.86rem; }
+#pc-sources .pc-sources table { width: 100%; border-collapse: collapse; border: none !important; margin: 0; }
+#pc-sources .pc-sources tr { border: none !important; }
+#pc-sources .pc-sources th, #pc-sources .pc-sources td { border: none !important; padding: 0.3rem 0.4rem;
+                 vertical-align: top; background: transparent; }
+#pc-sources .pc-sources th { text-align: left; font-weight: 600; white-space: nowrap;
+                 border-bottom: 1px solid var(--border-color-primary) !important; }
+#pc-sources .pc-sources td { border-bottom: 1px solid var(--border-color-primary) !important; }
+.pc-sources td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.pc-sources td.pc-verdict { white-space: nowrap; }
+.pc-sources tr.pc-related td { color: var(--body-text-color-subdued); }
+.pc-sources tr.pc-out td { color: var(--body-text-color-subdued); opacity: 0.8; }
+.pc-sources .pc-meta { color: var(--body-text-color-subdued); margin-bottom: 0.35rem; }
+.pc-empty { color: var(--body-text-color-subdued); font-size: 0.9rem; }
+.pc-years-note { color: var(--body-text-color-subdued); font-size: 0.85rem; }
+#pc-new, #pc-stop { white-space: nowrap; }
+#pc-chat { height: min(620px, calc(100dvh - 260px)) !important; min-height: 320px; }
+@media (max-width: 640px) {
+  .pc-header { font-size: 0.8rem; }
+  .pc-header h1 { font-size: 1.15rem; }
+  #pc-chat { height: calc(100dvh - 250px) !important; }
+  #pc-ask-row { flex-wrap: nowrap !important; }
+  #pc-new, #pc-stop { min-width: 0 !important; flex-grow: 0 !important; padding: 0 0.6rem; }
+}
+footer { display: none !important; }
+"""
+
+# The chat keeps the newest question in view: when a question is added, it is scrolled to the top
+# of the chat (the answer grows beneath it without pulling the view down; autoscroll is off).
+HEAD_JS = """
+<script>
+(() => {
+  let seen = 0;
+  const watch = () => {
+    const chat = document.querySelector('#pc-chat');
+    if (!chat) { setTimeout(watch, 300); return; }
+    new MutationObserver(() => {
+      const questions = chat.querySelectorAll('.message-row.user-row, [data-testid="user"]');
+      if (questions.length > seen) {
+        seen = questions.length;
+        questions[questions.length - 1].scrollIntoView({block: 'start', behavior: 'smooth'});
+      } else if (questions.length < seen) {
+        seen = questions.length;
+      }
+    }).observe(chat, {childList: true, subtree: true});
+  };
+  window.addEventListener('load', watch);
+})();
+</script>
+"""
+
+# The characters HTML or Markdown would act on, each written as a numeric entity in a single
+# pass. ':' and '@' too: a URL or address in an abstract must stay text, not become a link.
+# The digits and '.' of "1." are left alone so that numbered answers stay lists.
+_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "&<>\"'\\`*_{}[]()#+|~$!:@"})
+_WWW = re.compile(r"\bwww\.", re.IGNORECASE)
+
+# TeX that abstracts carry from their LaTeX source, shown as a reader expects.
+_TEX_ESCAPED = re.compile(r"\\([%&_#$'])")
+_TEX_WORDS = {"\\eg": "e.g.", "\\ie": "i.e.", "\\etal": "et al.", "\\etc": "etc."}
+_TEX_WORD = re.compile(r"\\(eg|ie|etal|etc)\b\.?")
+_TEX_MATH = {r"$\sim$": "~", r"$\times$": "×", r"$\pm$": "±", r"$\approx$": "≈", r"$\geq$": "≥", r"$\leq$": "≤"}
+
+
+def untex(text: str) -> str:
+    """The TeX escapes of an abstract as the characters they stand for.
+
+    >>> untex(r"Top-1 rises by 1.2\\% on COCO \\& LVIS ($\\sim$3x faster), \\eg for ViT")
+    'Top-1 rises by 1.2% on COCO & LVIS (~3x faster), e.g. for ViT'
+    """
+    for tex, plain in _TEX_MATH.items():
+        text = text.replace(tex, plain)
+    text = _TEX_WORD.sub(lambda m: _TEX_WORDS["\\" + m.group(1)], text)
+    return _TEX_ESCAPED.sub(r"\1", text)
+
+
+def as_text(value: object) -> str:
+    """Untrusted text made safe to put into HTML or Markdown: it displays exactly as written.
+
+    >>> as_text("<img src=x onerror=alert(1)> **bold** [1] FFCV's")
+    '&#60;img src=x onerror=alert&#40;1&#41;&#62; &#42;&#42;bold&#42;&#42; &#91;1&#93; FFCV&#39;s'
+    >>> as_text("code at https://github.com/x or www.x.org")
+    'code at https&#58;//github.com/x or www&#46;x.org'
+    """
+    return _WWW.sub(lambda m: m.group(0)[:3] + "&#46;", str(value).translate(_ENTITIES))
+
+
+def as_paper_text(value: object) -> str:
+    """Paper text (title, passage, abstract) for display: TeX escapes resolved, then `as_text`.
+
+    >>> as_paper_text("ConvNet's 75\\\\% <b>")
+    'ConvNet&#39;s 75% &#60;b&#62;'
+    """
+    return as_text(untex(str(value)))
+
+
+# --- one numbering ----------------------------------------------------------------------------
+def paper_numbers(sources: Sources) -> dict[str, int]:
+    """Paper id → its number everywhere on the page: matches, then possibly related, then the rest.
+
+    >>> p = lambda i, **kw: RetrievedPaper(id=i, title=i, score=0, rank=1, **kw)
+    >>> s = Sources("q", "q", "list", False, [p("a"), p("b", related=True), p("c")], [p("c")])
+    >>> paper_numbers(s)
+    {'c': 1, 'b': 2, 'a': 3}
+    """
+    matching = [paper.id for paper in sources.matching]
+    related = [p.id for p in sources.retrieved if p.related and p.id not in matching]
+    rest = [p.id for p in sources.retrieved if p.id not in matching and p.id not in related]
+    return {paper_id: number for number, paper_id in enumerate(matching + related + rest, start=1)}
+
+
+def answerer_numbers(sources: Sources) -> dict[int, str]:
+    """The numbers an answerer gives papers (its prompt lists the matches first, then the rest as
+    retrieved), for showing a streamed answer in `paper_numbers` before its citations are known."""
+    matching = [paper.id for paper in sources.matching]
+    order = matching + [p.id for p in sources.retrieved if p.id not in matching]
+    return {number: paper_id for number, paper_id in enumerate(order, start=1)}
+
+
+def renumber(text: str, ids_by_number: Mapping[int, str], numbers: Mapping[str, int]) -> str:
+    """`[n]` markers of an answer rewritten into the page's numbering; unknown numbers are dropped.
+
+    >>> renumber("A [1]. B [2, 3]. C [9].", {1: "x", 2: "y", 3: "x"}, {"x": 4, "y": 1})
+    'A [4]. B [1, 4]. C .'
+    """
+    def new_marker(match: re.Match) -> str:
+        shown = []
+        for raw in match.group(1).split(","):
+            number = numbers.get(ids_by_number.get(int(raw), ""))
+            if number is not None and number not in shown:
+                shown.append(number)
+        return "[" + ", ".join(map(str, sorted(shown))) + "]" if shown else ""
+
+    return CITATION_MARK.sub(new_marker, text)
+
+
+# --- the assistant message --------------------------------------------------------------------
+def render_status(text: str, elapsed_s: float | None = None) -> str:
+    """The state line while an answer is in the works: what is happening, and for how long."""
+    seconds = f" · {elapsed_s:.0f} s" if elapsed_s is not None else ""
+    return f'<div class="pc-status"><span class="pc-spin">⏳</span> {as_text(text)}{seconds}</div>'
+
+
+def render_notice(notice: str) -> str:
+    return f'<div class="pc-notice">⚠️ {as_text(notice)}</div>'
+
+
+def _paper_entry(paper: RetrievedPaper, number: int, evidence: str) -> str:
+    year = f" ({paper.year})" if paper.year else ""
+    passage = f'<div class="pc-passage">“{as_paper_text(evidence)}”</div>' if evidence else ""
+    abstract = paper.abstract or paper.passage
+    details = (f"<details><summary>Abstract</summary><p>{as_paper_text(abstract)}</p></details>"
+               if abstract else "")
+    return (f'<div class="pc-cite" data-paper="{number}"><b>[{number}]</b> {as_paper_text(paper.title)}{year}'
+            f"{passage}{details}</div>")
+
+
+def evidence_of(paper: RetrievedPaper, query: str, sentences: int = 1) -> str:
+    """The sentence(s) of the paper's abstract that best answer the query (its best passage otherwise)."""
+    return " ".join(best_sentences(query, paper.abstract or paper.passage, limit=sentences)) or paper.passage
+
+
+def render_papers(sources: Sources, numbers: Mapping[str, int]) -> str:
+    """The useful answer, known as soon as retrieval has judged: the matching papers with their evidence,
+    possibly related papers beneath them (outside the count), or a plain "nothing here answers it"."""
+    searched = (f'<div class="pc-searched">searched as “{as_text(sources.search_query)}”</div>'
+                if sources.search_query and sources.search_query != sources.question else "")
+    if sources.abstained or not sources.matching:
+        nearest = sources.retrieved[:3]
+        listing = "; ".join(f"[{numbers[p.id]}] {as_paper_text(p.title)}" + (f" ({p.year})" if p.year else "")
+                            for p in nearest)
+        return (f'<div class="pc-papers pc-abstain"><h4>No paper in this collection answers '
+                f'“{as_text(sources.question)}”</h4>{searched}'
+                + (f"<div>The nearest papers, which do not answer it: {listing}.</div>" if nearest else "")
+                + "</div>")
+    count = len(sources.matching)
+    if sources.kind == "list":
+        heading = f"{count} matching paper{'s' if count != 1 else ''}"
+    else:
+        heading = "The paper that answers it"
+    shown = sources.matching if sources.kind == "list" else sources.matching[:1]
+    per_paper = 1 if sources.kind == "list" else 2
+    entries = "".join(_paper_entry(p, numbers[p.id], evidence_of(p, sources.search_query, per_paper))
+                      for p in shown)
+    matching_ids = {p.id for p in sources.matching}
+    related = [p for p in sources.retrieved if p.related and p.id not in matching_ids]
+    related_html = ""
+    if related:
+        related_html = ('<div class="pc-related"><h5>Possibly related (some evidence, not counted above)</h5>'
+                        + "".join(_paper_entry(p, numbers[p.id], evidence_of(p, sources.search_query))
+                                  for p in related) + "</div>")
+    return f'<div class="pc-papers"><h4>{heading}</h4>{searched}{entries}{related_html}</div>'
+
+
+_MATCH_LIST = re.compile(r"(?:^|\n\s*\n)\d+ papers? match(?:es)?:(?:\n\d+\. [^\n]*)*\s*$")
+
+
+def without_match_list(text: str) -> str:
+    r"""An LLM list answer without the numbered list of matches appended to it (the page shows them above).
+
+    >>> without_match_list("Both prune filters [1], [2].\n\n2 papers match:\n1. A [1]\n2. B (2020) [2]")
+    'Both prune filters [1], [2].'
+    """
+    return _MATCH_LIST.sub("", text)
+
+
+def render_synthesis(label: str, text: str) -> str:
+    """The LLM's own words beneath the papers (its `[n]` already in the page's numbering)."""
+    body = as_text(without_match_list(text).strip()).replace("\n", "<br>")
+    return f'<div class="pc-synthesis"><h4>{as_text(label)}</h4><div class="pc-synthesis-text">{body}</div></div>'
+
+
+def render_message(papers_html: str = "", status: str = "", notice: str | None = None,
+                   synthesis: str = "") -> str:
+    """The assistant message in its fixed order: state, papers, notice, synthesis.
+
+    The parts are joined without blank lines, so that Markdown sees one HTML block and leaves it be.
+    """
+    return "".join([status, papers_html, render_notice(notice) if notice else "", synthesis])
+
+
+# --- the sources panel ------------------------------------------------------------------------
+VERDICTS = {"match": "match", "related": "possibly related", "retrieved": "retrieved"}
+
+
+def render_sources(sources: Sources | None, numbers: Mapping[str, int] | None = None) -> str:
+    """Every retrieved paper under its number, with what the judge made of it (no raw scores)."""
+    if sources is None:
+        return '<div class="pc-sources pc-empty">Ask a question to see the papers it was answered from.</div>'
+    if not sources.retrieved:
+        return '<div class="pc-sources pc-empty">No search for this message.</div>'
+    numbers = numbers or paper_numbers(sources)
+    matching = {paper.id for paper in sources.matching}
+    related = sum(1 for p in sources.retrieved if p.related and p.id not in matching)
+    verdict = ("no paper answers the question" if sources.abstained
+               else f"{len(sources.matching)} matching" + (f" · {related} possibly related" if related else ""))
+    searched = (f' · searched as “{as_text(sources.search_query)}”'
+                if sources.search_query and sources.search_query != sources.question else "")
+    rows = []
+    for paper in sorted(sources.retrieved, key=lambda p: numbers[p.id]):
+        kind = "match" if paper.id in matching else "related" if paper.related else "retrieved"
+        css = {"match": "pc-in", "related": "pc-related", "retrieved": "pc-out"}[kind]
+        rows.append(f'<tr class="{css}"><td class="num">{numbers[paper.id]}</td>'
+                    f'<td class="num">{paper.year or "–"}</td><td class="pc-verdict">{VERDICTS[kind]}</td>'
+                    f"<td>{as_paper_text(paper.title)}</td></tr>")
+    return (f'<div class="pc-sources"><div class="pc-meta">{len(sources.retrieved)} retrieved · {verdict}'
+            f'{searched}</div><table><thead><tr><th>#</th><th>Year</th><th title="what the judge made of the '
+            f'paper: it answers the question, it has some evidence, or it was only retrieved">Judged</th>'
+            f'<th>Title</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+# --- the year chart ---------------------------------------------------------------------------
+def year_histogram(papers: Sequence[RetrievedPaper]):
+    """A small bar chart of the dated papers' years (matplotlib's object API: safe from worker threads);
+    None when no paper has a year."""
+    from matplotlib.figure import Figure
+
+    counts = Counter(paper.year for paper in papers if paper.year)
+    if not counts:
+        return None
+    years = list(range(min(counts), max(counts) + 1))
+    figure = Figure(figsize=(4.2, 1.9), dpi=110, layout="constrained")
+    axes = figure.add_subplot()
+    axes.bar(years, [counts.get(year, 0) for year in years], color="#6366f1", width=0.7)
+    axes.set_xticks(years, [str(year) for year in years], fontsize=8, rotation=45 if len(years) > 6 else 0)
+    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.tick_params(axis="y", labelsize=8)
+    axes.set_ylabel("papers", fontsize=8)
+    for side in ("top", "right"):
+        axes.spines[side].set_visible(False)
+    return figure
+
+
+def histogram_label(papers: Sequence[RetrievedPaper]) -> str:
+    """What share of the matching papers the chart covers (undated papers have no bar).
+
+    >>> p = lambda y: RetrievedPaper(id=str(y), title="t", year=y, score=0, rank=1)
+    >>> histogram_label([p(2020), p(None), p(None), p(2021)])
+    'Matching papers by year: 2 of 4 are dated (50%); 2 undated are not shown'
+    """
+    dated = sum(1 for paper in papers if paper.year)
+    undated = len(papers) - dated
+    share = round(100 * dated / len(papers)) if papers else 0
+    return (f"Matching papers by year: {dated} of {len(papers)} are dated ({share}%)"
+            + (f"; {undated} undated are not shown" if undated else ""))
