@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -166,8 +167,9 @@ class PaperIndex:
                 raise IndexMismatchError(f"{folder} was built with embedding model {built_with!r}, not {model!r}: "
                                          f"set embedding.model = {built_with!r} or run `paperchat ingest --rebuild`")
         lexical_path = folder / "lexical.sqlite"
-        if read_only and not lexical_path.is_file():
-            raise IndexNotFoundError(f"{folder} is read-only and holds no lexical index: nothing to search")
+        if marker.exists() and not create and not lexical_path.exists():
+            raise IndexDamagedError(f"the index at {folder} has lost its lexical index (lexical.sqlite, which also "
+                                    "holds the paper records): rebuild it with `paperchat ingest --rebuild [PATH ...]`")
         try:
             lexical = LexicalIndex(lexical_path, read_only=read_only)
         except LexicalIndexError as error:
@@ -268,6 +270,9 @@ class PaperIndex:
 
     def _refuse_if_damaged(self) -> None:
         wrong = self.disagreements()
+        if wrong:  # a write committing between the two reads looks the same for an instant: look again
+            time.sleep(0.2)
+            wrong = self.disagreements()
         if wrong:
             papers = self.lexical.paper_count()
             missing = sum(1 for lexical, dense in wrong.values() if lexical and not dense)

@@ -177,6 +177,23 @@ def test_an_interrupted_ingest_is_reported_with_the_real_count(capsys, index_dir
     assert len(after["hashes"]) == 6 and after["disagreements"] == {}
 
 
+def test_deleted_lexical_index_is_refused_then_rebuilt_from_the_input_by_the_next_ingest(capsys, index_dir, source):
+    before = stored(index_dir)
+    for path in index_dir.glob("lexical.sqlite*"):
+        path.unlink()
+
+    code, out, err = run(capsys, "ask", "--llm", "extractive", "--index", index_dir, QUESTION)
+    assert code == 1 and out == ""
+    assert "lost its lexical index" in one_line(err)
+    assert not (index_dir / "lexical.sqlite").exists()  # a question writes nothing, not even an empty file
+
+    code, out, _ = run(capsys, "ingest", source, "--index", index_dir, "--quiet")
+    assert code == 0 and "6 added" in out
+    after = stored(index_dir)
+    assert after["hashes"] == before["hashes"] and after["disagreements"] == {}
+    assert after["dense"] == before["dense"]  # the orphaned vectors were replaced, not duplicated
+
+
 # --- a read-only index ---------------------------------------------------------------------------
 
 def _as_unprivileged() -> list[str] | None:
@@ -255,6 +272,10 @@ def test_damaged_or_foreign_lexical_index(capsys, index_dir, source, damage):
         if damage == "foreign database":
             assert "--rebuild" not in message  # would delete someone else's database
     assert snapshot(index_dir) == before  # refused before writing anything
+    if damage != "foreign database":  # the advice given works
+        code, out, _ = run(capsys, "ingest", source, "--index", index_dir, "--rebuild", "--quiet")
+        assert code == 0 and "papers in the index: 6" in out
+        assert stored(index_dir)["disagreements"] == {}
 
 
 def _checkpoint(database) -> None:
