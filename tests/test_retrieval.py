@@ -102,7 +102,7 @@ def test_ask_prints_answer_and_cited_titles(bundled_index, capsys):
     assert cli(["ask", "--llm", "extractive", "--index", str(bundled_index.store.index_dir),
                 "What top-1 accuracy does MEAL V2 reach on ImageNet?"]) == 0
     out = capsys.readouterr().out
-    assert "80.67%" in out and "Cited papers:" in out and "[1] MEAL V2" in out
+    assert "80.67%" in out and "The paper that answers it:" in out and "[1] MEAL V2" in out
 
 
 def test_ask_without_index_or_question_says_what_to_do(tmp_path, capsys):

@@ -389,3 +389,29 @@ def test_twenty_concurrent_sessions_each_get_an_answer(display_chat, display_ind
     for question, answer in zip(questions, answers):
         assert "pc-cite" in answer or "No paper in this collection answers" in answer, answer[:300]
         assert "pc-status" not in answer
+
+
+def test_ask_prints_what_it_does_on_stderr_and_the_papers_before_the_summary(display_index, capsys, monkeypatch):
+    from ui.cli import main as cli
+
+    reply = "Both prune ResNet-50 and distil [1] [2]."
+    with FakeOpenAIServer(reply=reply, token_delay_s=0.01) as server:
+        monkeypatch.setenv("PAPERCHAT_LLM__BASE_URL", server.base_url)
+        monkeypatch.setenv("PAPERCHAT_LLM__MODEL", "fake-model")
+        code = cli(["ask", "--llm", "openai", "--index", str(display_index.store.index_dir), PRUNE])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err.index("searching 8 papers") < err.index("matching of") < err.index("writing a summary")
+    assert out.index("matching papers:") < out.index("[1] ") < out.index("Summary:")
+    assert "Both prune ResNet-50 and distil [1, 2]." in out or "Both prune ResNet-50 and distil [1] [2]." in out
+    assert "papers match:" not in out  # the list is printed once, above
+    assert "75% Sparsity" in out and "\\%" not in out
+
+
+def test_ask_refuses_an_inverted_year_range_before_searching(display_index, capsys):
+    from ui.cli import main as cli
+
+    code = cli(["ask", "--llm", "extractive", "--index", str(display_index.store.index_dir), "--year-min", "2024",
+                "--year-max", "2019", PRUNE])
+    out, err = capsys.readouterr()
+    assert code == 1 and "year range is empty" in err and "searching" not in err and out == ""

@@ -16,6 +16,8 @@ import argparse
 import json
 import sqlite3
 import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import get_args
 
@@ -80,41 +82,122 @@ def cmd_ingest(args) -> int:
     return EXIT_REJECTED if summary.records_rejected else 0
 
 
-def _print_answer_footer(answer) -> None:
-    out = sys.stdout
-    if answer.notice:
-        print(f"\nnote: {answer.notice}", file=sys.stderr)
-    if answer.citations:
-        print("\nCited papers:", file=out)
-        for citation in answer.citations:
-            year = f" ({citation.year})" if citation.year else ""
-            print(f"  [{citation.number}] {citation.title}{year}", file=out)
-    elif answer.abstained and answer.search_query:
-        print("\n(no paper cited)", file=out)
+def _print_papers(sources, numbers) -> None:
+    """The useful answer first, from retrieval: the matching papers with their evidence sentence."""
+    from ui.render import evidence_of, untex
+
+    def entry(paper, sentences: int = 1) -> None:
+        year = f" ({paper.year})" if paper.year else ""
+        print(f"  [{numbers[paper.id]}] {untex(paper.title)}{year}")
+        evidence = evidence_of(paper, sources.search_query, sentences)
+        if evidence:
+            print(textwrap.fill(f"“{untex(evidence)}”", width=100, initial_indent="      ",
+                                subsequent_indent="      "))
+
+    if sources.abstained or not sources.matching:
+        print(f"No paper in this collection answers “{sources.question}”.")
+        if sources.retrieved:
+            print("The nearest papers, which do not answer it:")
+            for paper in sources.retrieved[:3]:
+                year = f" ({paper.year})" if paper.year else ""
+                print(f"  [{numbers[paper.id]}] {untex(paper.title)}{year}")
+        return
+    if sources.kind == "list":
+        count = len(sources.matching)
+        print(f"{count} matching paper{'s' if count != 1 else ''}:")
+        for paper in sources.matching:
+            entry(paper)
+    else:
+        print("The paper that answers it:")
+        entry(sources.matching[0], sentences=2)
+    matching = {p.id for p in sources.matching}
+    related = [p for p in sources.retrieved if p.related and p.id not in matching]
+    if related:
+        print("Possibly related (some evidence, not counted):")
+        for paper in related:
+            entry(paper)
+
+
+class _SummaryPrinter:
+    """Prints an LLM's streamed text in the list's numbering: a `[n]` split across pieces waits for its `]`."""
+
+    def __init__(self, sources, numbers):
+        from ui.render import answerer_numbers
+
+        self.by_number, self.numbers, self.pending, self.started = answerer_numbers(sources), numbers, "", False
+
+    def add(self, piece: str) -> None:
+        from ui.render import renumber, without_match_list
+
+        if not without_match_list(piece).strip():  # the list of matches appended to a list answer: shown above
+            return
+        if not self.started:
+            self.started = True
+            print("\nSummary:", flush=True)
+        self.pending += piece
+        cut = self.pending.rfind("[")
+        if cut == -1 or "]" in self.pending[cut:]:
+            cut = len(self.pending)
+        text, self.pending = self.pending[:cut], self.pending[cut:]
+        print(renumber(text, self.by_number, self.numbers), end="", flush=True)
+
+    def finish(self) -> None:
+        from ui.render import renumber
+
+        if self.pending:
+            print(renumber(self.pending, self.by_number, self.numbers), end="")
+        if self.started:
+            print()
 
 
 def _answer_one(chat, question: str, args, history) -> object:
+    """Answer one question: what it is doing on stderr, the matching papers at once, then the LLM's summary."""
     from rag.chain import Done, Notice, Sources, Token
+    from ui.render import paper_numbers
 
     answer = None
     notices: set[str] = set()  # a fallback notice comes as an event and again on the answer: say it once
+    answerer = args.llm or chat.settings.llm.backend
+    summary = None
+    started = time.perf_counter()
+    if not args.json:
+        print(f"searching {chat.index.paper_count()} papers…", file=sys.stderr, flush=True)
     for event in chat.stream(question, history=history, answerer=args.llm, top_k=args.top_k,
-                             year_min=args.year_min, year_max=args.year_max):
+                             year_min=args.year_min, year_max=args.year_max,
+                             include_undated=not args.exclude_undated):
         if args.json:
             if isinstance(event, Done):
                 answer = event.answer
             continue
-        if isinstance(event, Sources) and event.search_query and event.search_query != question:
-            print(f"(searching for: {event.search_query})", file=sys.stderr)
-        elif isinstance(event, Token):
-            print(event.text, end="", flush=True)
+        if isinstance(event, Sources):
+            if event.search_query and event.search_query != question:
+                print(f"(searching for: {event.search_query})", file=sys.stderr)
+            if not event.retrieved:
+                continue
+            numbers = paper_numbers(event)
+            print(f"found {len(event.matching)} matching of {len(event.retrieved)} retrieved papers in "
+                  f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+            _print_papers(event, numbers)
+            if answerer != "extractive" and not event.abstained:
+                summary = _SummaryPrinter(event, numbers)
+                doing = ("loading the {} model, then writing a summary…" if not chat.has_chat_model(answerer)
+                         else "the {} model is writing a summary…")
+                print(doing.format(answerer), file=sys.stderr, flush=True)
+        elif isinstance(event, Token) and summary is not None:  # an extractive text repeats the list above
+            summary.add(event.text)
         elif isinstance(event, Notice):
             notices.add(event.text)
+            summary = None  # the answer is composed from the abstracts: the list above is it
             print(f"note: {event.text}", file=sys.stderr)
         elif isinstance(event, Done):
             answer = event.answer
-            print()
-            _print_answer_footer(answer, notice_shown=answer.notice in notices)
+            if summary is not None:
+                summary.finish()
+            elif not event.answer.retrieved:  # small talk: no search, the reply is the answer
+                print(event.answer.text)
+            if answer.notice and answer.notice not in notices:
+                print(f"note: {answer.notice}", file=sys.stderr)
+            print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if args.json:
         print(json.dumps(answer.to_json_dict(), ensure_ascii=False))
     return answer
@@ -126,6 +209,9 @@ def cmd_ask(args) -> int:
     if args.question is not None and not args.question.strip():
         raise UserError("the question is empty: ask something about the papers, e.g. "
                         "paperchat ask \"Which papers prune ResNet-50?\"")
+    if args.year_min is not None and args.year_max is not None and args.year_min > args.year_max:
+        raise UserError(f"the year range is empty: --year-min {args.year_min} is after --year-max {args.year_max}; "
+                        "swap them or leave one out")
     settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})
     chat = PaperChat.open(settings)
     if not args.json:
@@ -270,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?", help="the question (quote it)")
     p.add_argument("--json", action="store_true", help="print the Answer as one JSON object")
     answer_options(p)
+    p.add_argument("--exclude-undated", action="store_true", help="leave out papers without a year (by default a "
+                   "year filter keeps them, since their year is unknown)")
     p.set_defaults(handler=cmd_ask)
 
     p = commands.add_parser("eval", parents=[common], help="measure answers on a question set, or on BEIR",
