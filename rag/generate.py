@@ -39,7 +39,7 @@ from rag.llm import LLMUnavailableError, token_counter, translate_llm_error
 CHARS_PER_TOKEN = 3.0
 TEMPLATE_TOKENS = 32  # the chat template's tokens around the two messages (ChatML: about 5 each)
 MAX_PROMPT_PAPERS = 5
-LIST_PROMPT_PAPERS = 8  # list questions show each matching paper's two best sentences
+LIST_PROMPT_PAPERS = 5  # a list question shows its five best matches, two sentences each (the list is complete anyway)
 TOP_PAPER_SENTENCES = 4  # the paper judged to answer a fact question
 OTHER_PAPER_SENTENCES = 2
 MAX_EXCERPT_CHARS = 1200
