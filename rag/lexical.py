@@ -20,6 +20,8 @@ from functools import lru_cache
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from rag.chunking import Chunk
 from rag.papers import Paper
 
@@ -149,6 +151,7 @@ class LexicalIndex:
         # connection commits, and this one's own writes clear them.
         self._stats: dict[str, int] = {}
         self._data_version = -1
+        self._row_papers: np.ndarray | None = None  # FTS rowid → paper ordinal, for counting papers
 
     def close(self) -> None:
         self.db.close()
@@ -188,7 +191,7 @@ class LexicalIndex:
             self.db.execute("ROLLBACK")
             raise
         finally:
-            self._stats.clear()
+            self._forget_stats()
 
     def update_records(self, papers: Sequence[Paper]) -> None:
         """Refresh stored records whose indexed content is unchanged (e.g. a new source file)."""
@@ -201,7 +204,7 @@ class LexicalIndex:
         with self.db:
             self._delete(ids)
             self.db.executemany("DELETE FROM journal WHERE paper_id = ?", ids)
-        self._stats.clear()
+        self._forget_stats()
 
     def _delete(self, ids: list[tuple[str]]) -> None:
         self.db.executemany("DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE paper_id = ?)", ids)
@@ -255,12 +258,31 @@ class LexicalIndex:
         return out
 
     # --- term statistics ---------------------------------------------------------------------
+    def _forget_stats(self) -> None:
+        self._stats.clear()
+        self._row_papers = None
+
     def _valid_stats(self) -> dict[str, int]:
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version or len(self._stats) > 50_000:
-            self._stats.clear()
+            self._forget_stats()
             self._data_version = version
         return self._stats
+
+    def _paper_ordinals(self) -> np.ndarray:
+        """FTS rowid → a number per paper (-1: no row), read once per index state from `chunks_paper`."""
+        if self._row_papers is None:
+            rowids, ordinals, previous, ordinal = [], [], None, -1
+            for rowid, paper_id in self.db.execute("SELECT rowid, paper_id FROM chunks INDEXED BY chunks_paper "
+                                                   "ORDER BY paper_id"):
+                if paper_id != previous:
+                    previous, ordinal = paper_id, ordinal + 1
+                rowids.append(rowid)
+                ordinals.append(ordinal)
+            table = np.full(max(rowids, default=0) + 1, -1, dtype=np.int32)
+            table[np.asarray(rowids, dtype=np.int64)] = ordinals
+            self._row_papers = table
+        return self._row_papers
 
     def chunk_count(self) -> int:
         """Rows of the full-text table (one per chunk), cached while the index is unchanged."""
@@ -270,13 +292,19 @@ class LexicalIndex:
         return stats["\0rows"]
 
     def term_rows(self, terms: Iterable[str]) -> dict[str, int]:
-        """Chunks containing each index term (already tokenized: see `index_terms`), from `fts5vocab`."""
-        wanted = sorted(set(terms))
-        if not wanted:
-            return {}
-        marks = ",".join("?" * len(wanted))
-        found = dict(self.db.execute(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted))
-        return {term: found.get(term, 0) for term in wanted}
+        """Chunks containing each index term (already tokenized: see `index_terms`), from `fts5vocab`.
+
+        fts5vocab counts by reading the term's document list, so counts are cached per index state.
+        """
+        stats = self._valid_stats()
+        out = {}
+        for term in set(terms):
+            key = "\0t" + term
+            if key not in stats:
+                row = self.db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?", (term,)).fetchone()
+                stats[key] = row[0] if row else 0
+            out[term] = stats[key]
+        return out
 
     def phrase_rows(self, phrase: str) -> int:
         """An upper bound on the chunks containing `phrase`: those of its rarest term (0: none can match)."""
@@ -286,18 +314,16 @@ class LexicalIndex:
     def document_frequency(self, match: str) -> int:
         """How many papers match an FTS5 MATCH expression (e.g. `"sign language" OR "asl"`), cached.
 
-        Quoted alternatives none of whose rarest terms occur are answered from `fts5vocab` alone; the
-        rest, phrases included, are counted with MATCH once per index state.
+        Matched once per index state: only rowids leave FTS5 (no content-table lookups), and they
+        are mapped to papers in memory.
         """
         stats = self._valid_stats()
         if match not in stats:
-            alternatives = _quoted_alternatives(match)
-            if alternatives is not None and not any(self.phrase_rows(a) for a in alternatives):
-                stats[match] = 0
-            else:
-                stats[match] = self.db.execute(
-                    "SELECT count(DISTINCT paper_id) FROM chunks WHERE rowid IN "
-                    "(SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?)", (match,)).fetchone()[0]
+            ordinals = self._paper_ordinals()
+            rows = np.fromiter((row[0] for row in self.db.execute(
+                "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?", (match,))), dtype=np.int64)
+            papers = ordinals[rows[rows < len(ordinals)]]
+            stats[match] = int(np.unique(papers[papers >= 0]).size)
         return stats[match]
 
     def discriminating_terms(self, text: str, hits: int = 0) -> list[str]:
@@ -336,16 +362,6 @@ class LexicalIndex:
                f"FROM chunks_fts WHERE {where} ORDER BY score DESC LIMIT ?) AS best "
                "JOIN chunks AS c ON c.rowid = best.rowid ORDER BY best.score DESC")
         return list(self.db.execute(sql, params))
-
-
-def _quoted_alternatives(match: str) -> list[str] | None:
-    """The phrases of a `"a" OR "b c"` expression; None for any other FTS5 syntax.
-
-    >>> _quoted_alternatives('"sign language" OR "asl"'), _quoted_alternatives('a NEAR b')
-    (['sign language', 'asl'], None)
-    """
-    phrases = re.findall(r'"([^"]*)"', match)
-    return phrases if phrases and _or(phrases) == match.strip() else None
 
 
 class ForeignDatabaseError(LexicalIndexError):
