@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.load(overrides={"store": {"index_dir": str(args.index)}})
     index = PaperIndex.open(settings, make_embeddings(settings.embedding))
     retriever = Retriever(index, settings.retrieval)
-    titles = {normalize_title(t): i for i, t in index.lexical.all_titles().items()}
+    titles = {normalize_title(t): i for i, t in index.titles().items()}
     dev = collect(args.questions, retriever, titles, settings.retrieval.depth)
     chosen, figures = tune(dev, args.safety)
     print("settings:", json.dumps(chosen))

@@ -33,8 +33,8 @@ def state(settings) -> dict:
     """Everything a user could observe in the index: papers, hashes, chunk ids in both indexes."""
     index = PaperIndex.open(settings, make_embeddings(settings.embedding))
     try:
-        return {"hashes": index.lexical.content_hashes(), "lexical": index.lexical.chunk_ids(),
-                "dense": index.dense_chunk_ids(), "journal": index.lexical.journal()}
+        return {"hashes": index.content_hashes(), "lexical": index.lexical_chunk_ids(),
+                "dense": index.dense_chunk_ids(), "journal": index.pending_papers()}
     finally:
         index.close()
 
@@ -72,7 +72,7 @@ def test_changed_abstract_replaces_its_chunks_in_both_indexes(tmp_path):
     after = state(settings)
     assert after["dense"] == after["lexical"] == {"p1#0", "p2#0"}
     index = PaperIndex.open(settings)
-    assert "75.9%" in index.lexical.papers(["p1"])["p1"].abstract
+    assert "75.9%" in index.papers(["p1"])["p1"].abstract
     index.close()
 
 

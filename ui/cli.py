@@ -260,7 +260,7 @@ def cmd_eval(args) -> int:
     settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})
     chat = PaperChat.open(settings)
     try:
-        titles = chat.index.lexical.all_titles()
+        titles = chat.index.titles()
         questions = load_questions(Path(args.questions), {normalize_title(t): i for i, t in titles.items()},
                                    known_ids=set(titles))
         answerer = settings.llm.backend
