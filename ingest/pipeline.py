@@ -2,17 +2,29 @@
 
 Idempotent and incremental: a paper whose content hash is already stored is not embedded again;
 a changed paper replaces its old chunks in both indexes; `rebuild=True` starts from nothing.
+Streamed batch by batch, so an arXiv snapshot of millions of records ingests in flat memory.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Self
 
-from ingest.sources import Limits, ReadResult, bundled_corpus_dir, read_papers
+from ingest.sources import (
+    Limits,
+    PaperStream,
+    bundled_corpus_dir,
+    conflict_between,
+    conflict_rejection,
+    paper_filter,
+)
 from rag.chunking import chunk_paper
 from rag.embeddings import make_embeddings
 from rag.papers import Paper
@@ -21,6 +33,8 @@ from rag.store import PaperIndex
 
 # Papers written per transaction: small enough that a kill loses little, big enough to batch embedding.
 WRITE_BATCH_PAPERS = 64
+# Rejections and notices kept for the summary (all are counted): a bad 2-million-line file costs no memory.
+KEPT_MESSAGES = 1000
 
 
 @dataclass
@@ -38,6 +52,7 @@ class IngestSummary:
     papers_per_second: float = 0.0
     recovered: int = 0
     files_read: int = 0
+    papers_filtered_out: int = 0
     rejections: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
 
@@ -51,11 +66,11 @@ ProgressFactory = Callable[[int, str], Callable[[int], None]]
 def tqdm_progress(total: int, label: str) -> Callable[[int], None]:
     """A `ProgressFactory` drawing a tqdm bar on stderr, closed when the total is reached.
 
-    The "reading" stage counts bytes, the others chunks.
+    "reading" counts bytes, "indexing" papers, anything else chunks.
     """
     from tqdm import tqdm
 
-    unit, scale = ("B", True) if label == "reading" else ("chunk", False)
+    unit, scale = {"reading": ("B", True), "indexing": ("paper", False)}.get(label, ("chunk", False))
     bar = tqdm(total=total, desc=label, unit=unit, unit_scale=scale, file=sys.stderr, dynamic_ncols=True)
 
     def advance(n: int) -> None:
@@ -66,66 +81,132 @@ def tqdm_progress(total: int, label: str) -> Callable[[int], None]:
 
 
 def ingest(paths: Iterable[Path] | None, settings: Settings, fmt: str | None = None, rebuild: bool = False,
-           progress: ProgressFactory | None = None) -> IngestSummary:
+           progress: ProgressFactory | None = None, categories: Sequence[str] | None = None,
+           since: int | None = None) -> IngestSummary:
     """Bring the index up to date with `paths` (the bundled corpus when None or empty).
 
-    `progress(total, label)` returns a callback advanced by the bytes read ("reading"), then by
-    the number of chunks embedded ("embedding"). A path ``-`` is standard input.
+    Streams: the records are read into a scratch file on disk (duplicates merged, conflicts
+    refused), then compared with the index, chunked, embedded and written `WRITE_BATCH_PAPERS`
+    at a time, so memory stays flat however many records the input holds (an arXiv snapshot),
+    and an interrupted run keeps its finished batches. A path ``-`` is standard input.
+    `categories` and `since` keep only papers in any of those categories and from that year on
+    (`paper_filter`). `progress(total_bytes, "reading")` returns a callback advanced by the
+    bytes read, then `progress(papers, "indexing")` one advanced by the papers written.
     """
     started = time.perf_counter()
     paths = list(paths or []) or [bundled_corpus_dir()]
     limits = Limits(max_record_bytes=settings.ingest.max_record_bytes, max_title_chars=settings.ingest.max_title_chars)
-    read: ReadResult = read_papers(paths, fmt, limits, progress)
-    summary = IngestSummary(duplicates_merged=read.duplicates_merged, records_rejected=len(read.rejected),
-                            files_read=read.files, rejections=[str(r) for r in read.rejected],
-                            notices=[str(n) for n in read.notices])
-    if not read.files and not rebuild:
-        return summary  # nothing to read (an empty folder): the index is left as it is, unopened
-    if rebuild:
-        PaperIndex.wipe(settings)
-    embeddings = make_embeddings(settings.embedding)
-    index = PaperIndex.open(settings, embeddings, create=True)
-    try:
-        summary.recovered = index.recover()
-        stored = index.lexical.content_hashes()
-        changed: list[Paper] = []
-        unchanged: list[Paper] = []
-        for paper in read.papers:
-            previous = stored.get(paper.id)
-            if previous == paper.content_hash:
-                unchanged.append(paper)
-            else:
-                changed.append(paper)
-                if previous is None:
-                    summary.papers_added += 1
-                else:
-                    summary.papers_updated += 1
-        summary.papers_unchanged = len(unchanged)
-        if unchanged:
-            index.lexical.update_records(unchanged)  # new sources for known papers; nothing to embed
-        if changed:
-            summary.chunks = _write(index, changed, settings, progress)
-        summary.papers_total = index.paper_count()
-    finally:
-        index.close()
+    stream = PaperStream(paths, fmt, limits, progress, keep=paper_filter(categories, since), max_kept=KEPT_MESSAGES)
+    summary = IngestSummary(files_read=len(stream.files))
+    with _Scratch() as scratch:
+        _read_into(scratch, stream, summary)
+        if stream.files or rebuild:  # else nothing to read (an empty folder): the index is left unopened
+            if rebuild:
+                PaperIndex.wipe(settings)
+            index = PaperIndex.open(settings, make_embeddings(settings.embedding), create=True)
+            try:
+                summary.recovered = index.recover()
+                advance = progress(scratch.count(), "indexing") if progress and scratch.count() else None
+                for batch in scratch.batches(WRITE_BATCH_PAPERS):
+                    _write_batch(index, batch, settings, summary)
+                    if advance:
+                        advance(len(batch))
+                summary.papers_total = index.paper_count()
+            finally:
+                index.close()
+    summary.records_rejected = stream.rejected_count
+    summary.rejections = [str(r) for r in stream.rejected]
+    summary.notices = [str(n) for n in stream.notices]
+    summary.papers_filtered_out = stream.filtered_out
     summary.seconds = round(time.perf_counter() - started, 3)
-    summary.papers_per_second = round(len(changed) / summary.seconds, 2) if summary.seconds else 0.0
+    written = summary.papers_added + summary.papers_updated
+    summary.papers_per_second = round(written / summary.seconds, 2) if summary.seconds else 0.0
     return summary
 
 
-def _write(index: PaperIndex, papers: list[Paper], settings: Settings, progress: ProgressFactory | None) -> int:
-    embeddings = index.embeddings
-    count = embeddings.count_tokens
-    chunking = settings.chunking
-    chunked = [(paper, chunk_paper(paper, min(chunking.max_tokens, embeddings.max_seq_tokens - 2), count,
-                                   chunking.overlap_sentences, settings.ingest.max_title_chars))
-               for paper in papers]
-    total = sum(len(chunks) for _, chunks in chunked)
-    embeddings.progress = progress(total, "embedding") if progress else None
-    try:
-        for start in range(0, len(chunked), WRITE_BATCH_PAPERS):
-            batch = chunked[start:start + WRITE_BATCH_PAPERS]
-            index.write([paper for paper, _ in batch], [chunk for _, chunks in batch for chunk in chunks])
-    finally:
-        embeddings.progress = None
-    return total
+def _read_into(scratch: _Scratch, stream: PaperStream, summary: IngestSummary) -> None:
+    """Every paper of `stream` into `scratch`, duplicates merged and id conflicts refused.
+
+    Reading whole before writing means that a paper listed twice is merged before anything is
+    compared or embedded (a re-run embeds nothing), and that writing knows its total (an ETA).
+    """
+    for paper in stream:
+        earlier = scratch.get(paper.id)
+        if earlier is None:
+            scratch.put(paper)
+        elif what := conflict_between(earlier, paper):
+            stream.reject(conflict_rejection(stream.name, paper, earlier, what))
+        else:
+            summary.duplicates_merged += 1
+            scratch.put(earlier.merged_with(paper))
+
+
+def _write_batch(index: PaperIndex, papers: list[Paper], settings: Settings, summary: IngestSummary) -> None:
+    """Write the new and changed papers of one batch; refresh the records of unchanged ones."""
+    stored = index.papers([p.id for p in papers])
+    changed: list[Paper] = []
+    unchanged: list[Paper] = []
+    for paper in papers:
+        before = stored.get(paper.id)
+        if before is None:
+            summary.papers_added += 1
+        elif before.content_hash == paper.content_hash:
+            summary.papers_unchanged += 1
+            unchanged.append(paper)
+            continue
+        else:
+            summary.papers_updated += 1
+        changed.append(paper)
+    if unchanged:
+        index.update_records(unchanged)  # new sources for known papers; nothing to embed
+    if changed:
+        embeddings = index.embeddings
+        max_tokens = min(settings.chunking.max_tokens, embeddings.max_seq_tokens - 2)
+        chunks = [chunk for paper in changed for chunk in chunk_paper(
+            paper, max_tokens, embeddings.count_tokens, settings.chunking.overlap_sentences,
+            settings.ingest.max_title_chars)]
+        index.write(changed, chunks)
+        summary.chunks += len(chunks)
+
+
+class _Scratch:
+    """This run's papers, merged by id, in a scratch SQLite file: flat memory at millions of papers."""
+
+    def __enter__(self) -> Self:
+        self._folder = tempfile.TemporaryDirectory(prefix="paperchat-ingest-")
+        self.db = sqlite3.connect(Path(self._folder.name) / "papers.sqlite", isolation_level=None)
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;"
+                              "CREATE TABLE papers (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, record TEXT);")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+        self._folder.cleanup()
+
+    def get(self, paper_id: str) -> Paper | None:
+        row = self.db.execute("SELECT record FROM papers WHERE id = ?", (paper_id,)).fetchone()
+        return _paper_from_json(row[0]) if row else None
+
+    def put(self, paper: Paper) -> None:
+        """Add a paper, or replace the one with its id, keeping its place in the order."""
+        self.db.execute("INSERT INTO papers (id, record) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET "
+                        "record = excluded.record", (paper.id, json.dumps({name: getattr(paper, name) for name in _PAPER_FIELDS},
+                                                                   ensure_ascii=False)))
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM papers").fetchone()[0]
+
+    def batches(self, size: int) -> Iterator[list[Paper]]:
+        after = 0
+        while rows := self.db.execute("SELECT seq, record FROM papers WHERE seq > ? ORDER BY seq LIMIT ?",
+                                      (after, size)).fetchall():
+            after = rows[-1][0]
+            yield [_paper_from_json(record) for _, record in rows]
+
+
+_PAPER_FIELDS = tuple(f.name for f in fields(Paper))  # not `asdict`, which deep-copies: half the reading time
+
+
+def _paper_from_json(record: str) -> Paper:
+    data = json.loads(record)
+    return Paper(**{**data, **{key: tuple(data[key]) for key in ("authors", "categories", "sources")}})

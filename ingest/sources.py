@@ -264,7 +264,7 @@ def _bounded_lines(handle: IO[bytes], max_bytes: int,
     """The raw lines of a binary stream, each at most `max_bytes` long, else an `_Overlong`.
 
     A longer line is skipped in 1 MB steps without being held, so its size costs no memory.
-    `advance(n)` is told of the bytes read, about every megabyte.
+    `advance(n)` is told of the bytes read, about every 256 KiB.
     """
     unreported = 0
     while True:
@@ -279,7 +279,7 @@ def _bounded_lines(handle: IO[bytes], max_bytes: int,
                 size += len(line)
                 unreported += len(line)
             line = _Overlong(size, head)
-        if advance is not None and unreported >= 1 << 20:
+        if advance is not None and unreported >= 1 << 18:
             advance(unreported)
             unreported = 0
         yield line
@@ -867,50 +867,118 @@ def conflict_between(kept: Paper, other: Paper) -> str | None:
     return None if longer.startswith(shorter) else "abstract"
 
 
+def conflict_rejection(name: str, paper: Paper, kept: Paper, what: str) -> Rejection:
+    """The rejection of `paper`, read from file `name`, whose id `kept` (read earlier) already has."""
+    line = int(paper.sources[0].rpartition(":")[2]) if paper.sources else None
+    first = kept.sources[0] if kept.sources else "an earlier record"
+    return Rejection(name, line, f"id {clip(paper.id, 60)!r} is already used by {first} for a paper with a "
+                                 f"different {what}; this record is not indexed (give it its own id)")
+
+
+def paper_filter(categories: Iterable[str] | None = None, since: int | None = None) -> Callable[[Paper], bool] | None:
+    """A test for the papers to keep: any of `categories` (``cs`` means every ``cs.*``), from year `since` on.
+
+    None when there is nothing to filter. A paper without a year does not pass `since`.
+
+    >>> keep = paper_filter(["cs.LG", "stat"], since=2020)
+    >>> keep(Paper("T", "A", categories=("cs.LG", "math.OC"), year=2021)), keep(Paper("T", "A", categories=("stat.ML",), year=2020))
+    (True, True)
+    >>> keep(Paper("T", "A", categories=("cs.CV",), year=2021)), keep(Paper("T", "A", categories=("cs.LG",), year=2019))
+    (False, False)
+    """
+    wanted = tuple(c.strip() for c in categories or () if c.strip())
+    if not wanted and since is None:
+        return None
+
+    def keep(paper: Paper) -> bool:
+        if since is not None and (paper.year is None or paper.year < since):
+            return False
+        return not wanted or any(c == w or c.startswith(w + ".") for c in paper.categories for w in wanted)
+    return keep
+
+
+class PaperStream:
+    """The records of many files as one stream of Papers, in file order; nothing else is held.
+
+    Iterating reads the files one line at a time (an arXiv snapshot of millions of records takes
+    the memory of one); rejections and notices collect on the side as they are met, the first
+    `max_kept` of each kept (all when None) and every one counted. `keep` drops the papers it
+    says no to (see `paper_filter`). `name` is the file the last Paper came from.
+    Raises FileNotFoundError for a path that does not exist, before anything is read.
+    """
+
+    def __init__(self, paths: Iterable[Path | str], fmt: str | None = None, limits: Limits = Limits(),
+                 progress: Callable[[int, str], Callable[[int], None]] | None = None,
+                 keep: Callable[[Paper], bool] | None = None, max_kept: int | None = None) -> None:
+        if fmt is not None and fmt not in FORMATS:
+            raise UnknownFormatError(fmt)
+        self.fmt, self.limits, self.progress, self.keep, self.max_kept = fmt, limits, progress, keep, max_kept
+        self.files, refused = find_files(paths)
+        self.rejected: list[Rejection] = []
+        self.notices: list[Notice] = []
+        self.rejected_count = self.notices_count = self.records = self.filtered_out = 0
+        self.name = ""
+        for rejection in refused:
+            self.reject(rejection)
+
+    def reject(self, rejection: Rejection) -> None:
+        self.rejected_count += 1
+        if self.max_kept is None or len(self.rejected) < self.max_kept:
+            self.rejected.append(rejection)
+
+    def _note(self, notice: Notice) -> None:
+        self.notices_count += 1
+        if self.max_kept is None or len(self.notices) < self.max_kept:
+            self.notices.append(notice)
+
+    def __iter__(self) -> Iterator[Paper]:
+        regular = {path for path in self.files if str(path) != STDIN and path.is_file()}
+        total = sum(path.stat().st_size for path in regular)
+        advance = self.progress(total, "reading") if self.progress and total else None
+        done = 0
+
+        def counted(n: int) -> None:
+            nonlocal done
+            done += n
+            advance(n)
+
+        for path in self.files:
+            self.name = _display_name(path)[0]
+            for item in iter_records(path, self.fmt, self.limits, counted if advance and path in regular else None):
+                if isinstance(item, Notice):
+                    self._note(item)
+                elif isinstance(item, Rejection):
+                    self.reject(item)
+                elif self.keep is not None and not self.keep(item):
+                    self.filtered_out += 1
+                else:
+                    self.records += 1
+                    yield item
+        if advance and done < total:
+            advance(total - done)  # files that shrank while read: the bar still ends
+
+
 def read_papers(paths: Iterable[Path | str], fmt: str | None = None, limits: Limits = Limits(),
                 progress: Callable[[int, str], Callable[[int], None]] | None = None) -> ReadResult:
-    """All papers of the given files and folders, one per paper id, in order of first sight.
+    """All papers of the given files and folders, one per paper id, in order of first sight, in memory.
 
     Records of the same paper (same `Paper.id`: the source's id, else the normalised title) are
     merged with `Paper.merged_with`, keeping every source. A record whose id is taken by a
     different paper (`conflict_between`) is rejected, naming both lines; the first is kept.
-    `progress(total_bytes, "reading")` returns a callback advanced by the bytes read.
+    `progress(total_bytes, "reading")` returns a callback advanced by the bytes read. The ingest
+    itself streams (`PaperStream`); this is for a collection that fits in memory.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise UnknownFormatError(fmt)
-    files, refused = find_files(paths)
-    result = ReadResult(rejected=refused, files=len(files))
-    regular = [path for path in files if str(path) != STDIN and path.is_file()]
-    total = sum(path.stat().st_size for path in regular)
-    advance = progress(total, "reading") if progress and total else None
-    done = 0
-
-    def counted(n: int) -> None:
-        nonlocal done
-        done += n
-        advance(n)
-
+    stream = PaperStream(paths, fmt, limits, progress)
+    result = ReadResult(files=len(stream.files))
     by_id: dict[str, Paper] = {}
-    for path in files:
-        for item in iter_records(path, fmt, limits, counted if advance and path in regular else None):
-            if isinstance(item, Notice):
-                result.notices.append(item)
-                continue
-            if isinstance(item, Rejection):
-                result.rejected.append(item)
-                continue
-            seen = by_id.get(item.id)
-            if seen is not None and (what := conflict_between(seen, item)):
-                line = int(item.sources[0].rpartition(":")[2])
-                result.rejected.append(Rejection(
-                    _display_name(path)[0], line,
-                    f"id {clip(item.id, 60)!r} is already used by {seen.sources[0]} for a paper with a different "
-                    f"{what}; this record is not indexed (give it its own id)"))
-                continue
-            result.records += 1
-            by_id[item.id] = item if seen is None else seen.merged_with(item)
-    if advance and done < total:
-        advance(total - done)  # files that shrank while read: the bar still ends
+    for paper in stream:
+        seen = by_id.get(paper.id)
+        if seen is not None and (what := conflict_between(seen, paper)):
+            stream.reject(conflict_rejection(stream.name, paper, seen, what))
+            continue
+        result.records += 1
+        by_id[paper.id] = paper if seen is None else seen.merged_with(paper)
     result.papers = list(by_id.values())
     result.duplicates_merged = result.records - len(result.papers)
+    result.rejected, result.notices = stream.rejected, stream.notices
     return result

@@ -304,9 +304,9 @@ def index_consistency(index_dir: Path) -> Counter:
 
     index = PaperIndex.open(make_settings(index_dir))
     try:
-        lexical = Counter(chunk.rsplit("#", 1)[0] for chunk in index.lexical.chunk_ids())
+        lexical = Counter(chunk.rsplit("#", 1)[0] for chunk in index.lexical_chunk_ids())
         dense = Counter(chunk.rsplit("#", 1)[0] for chunk in index.dense_chunk_ids())
-        papers = set(index.lexical.content_hashes())
+        papers = set(index.content_hashes())
     finally:
         index.close()
     assert lexical == dense, "the lexical and vector indexes disagree"
@@ -374,3 +374,69 @@ def test_an_empty_folder_warns_and_fails(tmp_path):
     assert result.returncode == 1
     assert "no files to read" in result.stderr.decode() and "Traceback" not in result.stderr.decode()
     assert not (tmp_path / "index").exists()
+
+
+# --- streaming and filters (issue 12) ---------------------------------------------------------
+
+
+def test_a_streamed_ingest_merges_and_refuses_across_batches_as_if_read_whole(tmp_path, monkeypatch):
+    from ingest import pipeline
+
+    monkeypatch.setattr(pipeline, "WRITE_BATCH_PAPERS", 4)  # records 1 and 11, 2 and 12 meet in different batches
+    records = [good(i) for i in range(10)]
+    records.append({**good(0), "year": 2021, "url": "https://example.org/g0"})  # the same paper, fuller
+    records.append({**good(1), "abstract": "A different abstract under the same id."})
+    path = write_jsonl(tmp_path / "stream.jsonl", records)
+    settings = make_settings(tmp_path / "index")
+    summary = pipeline.ingest([path], settings)
+    assert (summary.papers_added, summary.duplicates_merged, summary.records_rejected) == (10, 1, 1)
+    expected = (f"{path}:12: id 'g1' is already used by stream.jsonl:2 for a paper with a different abstract; "
+                "this record is not indexed (give it its own id)")
+    assert summary.rejections == [expected]
+    from rag.store import PaperIndex
+
+    index = PaperIndex.open(settings)
+    try:
+        stored = index.papers(["g0", "g1"])
+    finally:
+        index.close()
+    assert stored["g0"].sources == ("stream.jsonl:1", "stream.jsonl:11") and stored["g0"].year == 2021
+    assert stored["g1"].abstract == good(1)["abstract"]
+    assert len(index_consistency(tmp_path / "index")) == 10
+    again = pipeline.ingest([path], settings)  # a re-run embeds nothing and counts each paper once
+    assert (again.papers_added, again.papers_unchanged, again.chunks, again.duplicates_merged) == (0, 10, 0, 1)
+
+
+def arxiv_record(i: int, categories: str, date: str) -> dict:
+    return {"id": f"2001.{i:05d}", "title": f"Paper {i}", "abstract": f"Abstract number {i} about learning.",
+            "authors": "A. Author", "categories": categories, "update_date": date}
+
+
+def test_categories_and_since_keep_only_the_papers_asked_for(tmp_path):
+    from ingest.pipeline import ingest
+
+    records = [arxiv_record(0, "cs.LG stat.ML", "2021-03-01"), arxiv_record(1, "cs.CV", "2020-01-01"),
+               arxiv_record(2, "cs.CL", "2022-01-01"), arxiv_record(3, "cs.LG", "2019-12-31"),
+               arxiv_record(4, "math.OC cs.CV", "2023-05-05")]
+    path = write_jsonl(tmp_path / "arxiv.jsonl", records)
+    summary = ingest([path], make_settings(tmp_path / "index"), categories=["cs.LG", "cs.CV"], since=2020)
+    assert (summary.papers_added, summary.papers_filtered_out, summary.records_rejected) == (3, 2, 0)
+    assert set(index_consistency(tmp_path / "index")) == {"2001.00000", "2001.00001", "2001.00004"}
+
+
+def test_the_stream_holds_no_records_in_memory(tmp_path):
+    from ingest.sources import PaperStream, paper_filter
+
+    path = write_jsonl(tmp_path / "arxiv.jsonl",
+                       [arxiv_record(i, "cs.LG", "2021-01-01") for i in range(20_000)])
+    tracemalloc.start()
+    try:
+        stream = PaperStream([path], keep=paper_filter(["cs.CV"]))  # nothing passes: only reading is measured
+        assert sum(1 for _ in stream) == 0 and stream.filtered_out == 20_000
+        streamed = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        assert len(read_papers([path]).papers) == 20_000
+        whole = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert streamed * 5 < whole, (streamed, whole)

@@ -50,8 +50,9 @@ def cmd_ingest(args) -> int:
     if not args.json:
         what = ", ".join(map(str, paths)) if paths else "the bundled corpus"
         print(f"Ingesting {what} into {settings.store.index_dir} ...", file=sys.stderr)
+    categories = [c for c in (args.categories or "").split(",") if c.strip()]
     summary = ingest(paths, settings, fmt=args.format, rebuild=args.rebuild,
-                     progress=None if args.quiet else tqdm_progress)
+                     progress=None if args.quiet else tqdm_progress, categories=categories, since=args.since)
     for rejection in summary.rejections[:50]:
         print(f"rejected: {rejection}", file=sys.stderr)
     if len(summary.rejections) > 50:
@@ -70,7 +71,9 @@ def cmd_ingest(args) -> int:
         data["rejected"] = summary.rejections
         print(json.dumps(data))
     else:
-        print(f"files read: {summary.files_read}\n"
+        print(f"files read: {summary.files_read}"
+              + (f"; {summary.papers_filtered_out} papers left out by --categories/--since"
+                 if summary.papers_filtered_out else "") + "\n"
               f"papers: {summary.papers_added} added, {summary.papers_updated} updated, "
               f"{summary.papers_unchanged} unchanged, {summary.duplicates_merged} duplicates merged, "
               f"{summary.records_rejected} records rejected\n"
@@ -342,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--batch-size", type=int, help="texts per embedding batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--categories", metavar="LIST", help="only papers in any of these comma-separated categories "
+                   "(cs.LG,cs.CV; 'cs' means every cs.*)")
+    p.add_argument("--since", type=int, metavar="YEAR", help="only papers from this year on (arXiv: the year of "
+                   "update_date; papers without a year are left out)")
     p.set_defaults(handler=cmd_ingest)
     def answer_options(p):
         p.add_argument("--llm", choices=get_args(Answerer),
