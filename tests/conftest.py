@@ -11,6 +11,16 @@ import pytest
 from rag.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+# 40 papers of the bundled corpus (the ResNet-50 pruning, FP8 and distillation papers, the rest picked at
+# random): small enough to ingest in seconds, so `make test-fast` needs no bundled ingest.
+SMALL_CORPUS = REPO / "tests" / "fixtures" / "papers-40.jsonl"
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use the bundled index are marked `bundled`: `make test-fast` leaves them out."""
+    for item in items:
+        if "bundled_index" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.bundled)
 
 
 @pytest.fixture(autouse=True)
@@ -46,4 +56,14 @@ def bundled_index(tmp_path_factory) -> Settings:
     settings = make_settings(index_dir)
     summary = ingest(None, settings)
     assert summary.papers_total == 573
+    return settings
+
+
+@pytest.fixture(scope="session")
+def small_index(tmp_path_factory) -> Settings:
+    """The 40-paper fixture corpus ingested once, with the real packaged model. Read-only."""
+    from ingest.pipeline import ingest
+
+    settings = make_settings(tmp_path_factory.mktemp("small") / "index")
+    assert ingest([SMALL_CORPUS], settings).papers_total == 40
     return settings

@@ -1,12 +1,17 @@
 """The chat in a real Chromium: `paperchat serve` in a subprocess, driven through Playwright.
 
 Chromium comes from Debian (`apt-get install chromium`); Playwright cannot download browsers here.
+The LLM is a slow OpenAI-compatible server on loopback (tests/llm_server.py), so that what the page
+shows while a model is still writing can be seen. Screenshots go to pytest's tmp_path, and to
+$BROWSER_SHOTS_DIR (e.g. /tmp/shots) when that is set, never into the repository.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,16 +21,20 @@ from urllib.parse import urlparse
 
 import pytest
 from conftest import REPO, make_settings
+from llm_server import FakeOpenAIServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-ARTIFACTS = REPO / "tests" / "artifacts"
 XSS_PAPERS = REPO / "tests" / "fixtures" / "ui" / "xss_papers.jsonl"
+DISPLAY_PAPERS = REPO / "tests" / "fixtures" / "ui" / "display_papers.jsonl"
 XSS_TITLE = "<img src=x onerror=alert(1)>"
 PRUNE = "Which papers prune ResNet-50?"
-# Papers of the bundled corpus that answer PRUNE (the extractive answer cites them all).
+APOSTROPHE_QUESTION = "How sparse is ConvNet's channel pruning of ResNet-50?"
+APOSTROPHE_TITLE = "ConvNet's Channel Pruning: ResNet-50 at 75% Sparsity"
+# Papers of the bundled corpus that answer PRUNE.
 PRUNING_TITLES = ("Methods for Pruning Deep Neural Networks", "Accurate Neural Network Pruning Requires")
+SLOW_REPLY = " ".join(["Both papers prune ResNet-50 filters [1] and recover accuracy by distillation [2]."] * 40)
 
 pytestmark = [
     pytest.mark.browser,
@@ -40,29 +49,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def paperchat_serve(index_dir: Path, log_path: Path):
+def paperchat_serve(index_dir: Path, log_path: Path, llm: str = "extractive", env: dict | None = None):
     """`paperchat serve` on a free loopback port; yields its URL once it accepts connections."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "ui.cli", "serve", "--index", str(index_dir),
-                                   "--port", str(port), "--llm", "extractive"],
+                                   "--port", str(port), "--llm", llm],
                                   stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.monotonic() + 180
-            while True:
+            deadline = time.monotonic() + 240
+            url = f"http://127.0.0.1:{port}/"
+            while f"chat at {url}" not in log_path.read_text():
                 assert server.poll() is None, f"paperchat serve exited:\n{log_path.read_text()}"
                 assert time.monotonic() < deadline, f"paperchat serve did not start:\n{log_path.read_text()}"
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
                 time.sleep(0.5)
-            url = f"http://127.0.0.1:{port}/"
-            for _ in range(20):  # the URL line follows the port opening by a moment
-                if url in log_path.read_text():
-                    break
-                time.sleep(0.25)
-            assert f"chat at {url}" in log_path.read_text()
             yield url
         finally:
             server.terminate()
@@ -72,57 +73,239 @@ def paperchat_serve(index_dir: Path, log_path: Path):
                 server.kill()
 
 
-@pytest.fixture
-def browser_page():
-    """A Chromium page that records dialogs (a fired alert = injected script) and outside requests."""
+@pytest.fixture(scope="module")
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.dialogs, page.outside_requests = [], []
-
-        def on_dialog(dialog):
-            page.dialogs.append(dialog.message)
-            dialog.dismiss()
-
-        def on_request(request):
-            parsed = urlparse(request.url)
-            if parsed.scheme in ("http", "https", "ws", "wss") and parsed.hostname not in ("127.0.0.1", "localhost"):
-                page.outside_requests.append(request.url)
-
-        page.on("dialog", on_dialog)
-        page.on("request", on_request)
-        yield page
+        yield browser
         browser.close()
 
 
-def ask_in_page(page, question: str) -> tuple[float, float]:
-    """Type the question, press Enter; seconds until the sources show, and until the answer is done."""
+def open_page(browser, width: int = 1440, height: int = 1000):
+    """A page that records dialogs (a fired alert = injected script) and requests to outside hosts."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.dialogs, page.outside_requests = [], []
+
+    def on_dialog(dialog):
+        page.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def on_request(request):
+        parsed = urlparse(request.url)
+        if parsed.scheme in ("http", "https", "ws", "wss") and parsed.hostname not in ("127.0.0.1", "localhost"):
+            page.outside_requests.append(request.url)
+
+    page.on("dialog", on_dialog)
+    page.on("request", on_request)
+    return page
+
+
+@pytest.fixture
+def browser_page(browser):
+    page = open_page(browser)
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def display_index(tmp_path_factory):
+    """Eight papers: pruning papers dated 2019, 2021, 2022 and two undated; an apostrophe, TeX and URLs."""
+    from ingest.pipeline import ingest
+
+    settings = make_settings(tmp_path_factory.mktemp("display") / "index")
+    ingest([DISPLAY_PAPERS], settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def slow_llm():
+    """An OpenAI-compatible server that writes a long answer, one word every 60 ms."""
+    with FakeOpenAIServer(reply=SLOW_REPLY, token_delay_s=0.06) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def display_chat_url(display_index, slow_llm, tmp_path_factory):
+    """The chat over the eight papers, answered by the slow LLM."""
+    env = {"PAPERCHAT_LLM__BASE_URL": slow_llm.base_url, "PAPERCHAT_LLM__MODEL": "slow-fake-model"}
+    with paperchat_serve(display_index.store.index_dir, tmp_path_factory.mktemp("serve") / "serve.log",
+                         llm="openai", env=env) as url:
+        yield url
+
+
+def shot(page, tmp_path: Path, name: str) -> Path:
+    """A full-page screenshot in tmp_path, copied to $BROWSER_SHOTS_DIR when set."""
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("BROWSER_SHOTS_DIR"):
+        Path(os.environ["BROWSER_SHOTS_DIR"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["BROWSER_SHOTS_DIR"]) / path.name)
+    return path
+
+
+def submit(page, question: str) -> float:
     box = page.locator("#pc-question textarea")
     box.fill(question)
     box.press("Enter")
-    pressed = time.perf_counter()
-    page.locator("#pc-sources table").wait_for(state="visible", timeout=60_000)
-    sources_s = time.perf_counter() - pressed
-    page.locator("#pc-chat .pc-cites, #pc-chat .pc-abstain").first.wait_for(state="visible", timeout=60_000)
-    return sources_s, time.perf_counter() - pressed
+    return time.perf_counter()
 
 
-def save_screenshot(page, path: Path) -> None:
-    """The page with the chat scrolled back to the question, so the shot shows question and answer.
+def last_answer(page):
+    return page.locator("#pc-chat .pc-papers").last
 
-    With the wheel, as a person would: the chat scrolls itself back down after a scripted scroll.
-    """
-    box = page.locator("#pc-chat").bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    for _ in range(10):
-        page.mouse.wheel(0, -2000)
-        page.wait_for_timeout(50)
-    page.mouse.move(0, 0)
-    page.wait_for_timeout(300)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path), full_page=True)
+
+def wait_until_done(page, timeout_ms: int = 90_000) -> None:
+    """Until the last answer has no state line (done, stopped or failed)."""
+    page.wait_for_function("""() => {
+        const bots = document.querySelectorAll('#pc-chat .pc-papers');
+        return bots.length > 0 && !document.querySelector('#pc-chat .pc-status .pc-spin');
+    }""", timeout=timeout_ms)
+
+
+def set_answerer(page, name: str) -> None:
+    settings = page.locator("#pc-settings")
+    if not settings.locator("#pc-undated").is_visible():
+        settings.locator("button").first.click()
+    page.get_by_label(name, exact=True).check()
+
+
+def matching_titles(page) -> list[str]:
+    return [re.sub(r"^\[\d+\]\s*|\s*\(\d{4}\)$", "", item.inner_text().split("\n")[0]).strip()
+            for item in last_answer(page).locator(".pc-cite").all()
+            if not item.locator("xpath=ancestor::div[contains(@class,'pc-related')]").count()]
+
+
+def panel_years(page) -> list[str]:
+    return [row.locator("td").nth(1).inner_text() for row in page.locator("#pc-sources tbody tr").all()]
+
+
+def test_papers_show_at_once_while_the_llm_writes_and_stop_stops_it(browser_page, display_chat_url, tmp_path):
+    page = browser_page
+    page.goto(display_chat_url)
+    page.locator(".pc-header").wait_for(timeout=30_000)
+    assert "answerer openai" in page.locator(".pc-header").inner_text()
+    assert "index" not in page.locator(".pc-header").inner_text().lower()
+
+    pressed = submit(page, PRUNE)
+    last_answer(page).locator(".pc-cite").first.wait_for(state="visible", timeout=30_000)
+    papers_s = time.perf_counter() - pressed
+    print(f"\nEnter → matching papers shown: {papers_s:.2f} s (the LLM still working)")
+    # The list is complete and the model has not finished: the state line still runs.
+    assert "matching papers" in last_answer(page).inner_text()
+    assert page.locator("#pc-chat .pc-status .pc-spin").is_visible()
+    assert page.locator("#pc-stop").is_visible()
+    assert page.locator("#pc-sources tbody tr").count() >= 5
+    shot(page, tmp_path, "1-papers-first")
+
+    page.locator("#pc-chat .pc-synthesis").wait_for(timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#pc-chat .pc-synthesis-text')?.innerText.length > 80")
+    assert re.search(r"writing a summary… · \d+ s", page.locator("#pc-chat .pc-status").last.inner_text())
+    shot(page, tmp_path, "2-writing")
+    page.locator("#pc-stop").click()
+    page.locator("#pc-chat .pc-stopped").wait_for(timeout=10_000)
+    written = page.locator("#pc-chat .pc-synthesis-text").last.inner_text()
+    page.wait_for_timeout(1500)
+    assert page.locator("#pc-chat .pc-synthesis-text").last.inner_text() == written  # nothing more arrives
+    assert len(written) < len(SLOW_REPLY) / 2
+    assert not page.locator("#pc-stop").is_visible()
+    assert "matching papers" in last_answer(page).inner_text()  # what was shown stays
+    shot(page, tmp_path, "3-stopped")
+    assert page.dialogs == [] and page.outside_requests == []
+
+
+def test_apostrophes_tex_and_urls_read_as_written(browser_page, display_chat_url, tmp_path):
+    page = browser_page
+    page.goto(display_chat_url)
+    set_answerer(page, "extractive")
+    assert "answerer extractive" in page.locator(".pc-header").inner_text()  # the header follows the choice
+    submit(page, APOSTROPHE_QUESTION)
+    wait_until_done(page)
+    chat = page.locator("#pc-chat")
+    for summary in chat.locator(".pc-cite summary").all():
+        summary.click()
+    text = chat.inner_text()
+    assert APOSTROPHE_QUESTION in text and APOSTROPHE_TITLE in text
+    assert "76.1% top-1" in text and "ResNet-50's channels" in text
+    assert "&#" not in text and "\\%" not in text and "&amp;" not in text
+    assert "https://github.com/example/convnet-pruning" in text  # shown as text ...
+    assert chat.locator("a").count() == 0  # ... and not as a link
+    assert APOSTROPHE_TITLE in page.locator("#pc-sources").inner_text()
+    shot(page, tmp_path, "4-apostrophe-tex-url")
+
+
+def test_year_filter_with_one_bound_and_undated_papers_in_or_out(browser_page, display_chat_url, tmp_path):
+    page = browser_page
+    page.goto(display_chat_url)
+    set_answerer(page, "extractive")
+    assert page.locator("#pc-year-min input, #pc-year-min textarea").first.input_value() == ""
+    assert page.locator("#pc-year-max input, #pc-year-max textarea").first.input_value() == ""
+    assert "3 of the 8 papers have no year" in page.locator("#pc-settings").inner_text()
+
+    page.locator("#pc-year-min input, #pc-year-min textarea").first.fill("2021")
+    submit(page, PRUNE)
+    wait_until_done(page)
+    years = panel_years(page)
+    assert "–" in years and "2019" not in years and "2021" in years
+    shot(page, tmp_path, "5-from-2021-with-undated")
+
+    page.locator("#pc-undated input[type=checkbox]").uncheck()
+    submit(page, PRUNE)
+    page.wait_for_function("() => document.querySelectorAll('#pc-chat .pc-papers').length >= 2")
+    wait_until_done(page)
+    years = panel_years(page)
+    assert years and all(year != "–" and int(year) >= 2021 for year in years)
+    shot(page, tmp_path, "6-from-2021-dated-only")
+
+    page.locator("#pc-year-max input, #pc-year-max textarea").first.fill("2019")
+    submit(page, PRUNE)
+    page.get_by_text("The year range is empty").wait_for(timeout=10_000)
+
+
+def test_follow_up_lists_a_subset_and_the_newest_question_stays_in_view(browser_page, display_chat_url, tmp_path):
+    page = browser_page
+    page.goto(display_chat_url)
+    set_answerer(page, "extractive")
+    submit(page, PRUNE)
+    wait_until_done(page)
+    first = set(matching_titles(page))
+    assert len(first) >= 3
+    submit(page, "Which of those use knowledge distillation?")
+    page.wait_for_function("() => document.querySelectorAll('#pc-chat .pc-papers').length >= 2")
+    wait_until_done(page)
+    follow_up = set(matching_titles(page))
+    assert follow_up and follow_up < first
+    # The follow-up question is in view at the top of the chat, its answer beneath it.
+    page.wait_for_timeout(800)  # the smooth scroll
+    chat_box = page.locator("#pc-chat").bounding_box()
+    question = page.get_by_text("Which of those use knowledge distillation?").last.bounding_box()
+    assert chat_box["y"] - 1 <= question["y"] <= chat_box["y"] + chat_box["height"] - question["height"]
+    shot(page, tmp_path, "7-follow-up-subset")
+
+
+def test_the_chat_works_at_390_px(browser, display_chat_url, tmp_path):
+    page = open_page(browser, width=390, height=844)
+    try:
+        page.goto(display_chat_url)
+        box = page.locator("#pc-question textarea")
+        box.wait_for(timeout=30_000)
+        assert box.bounding_box()["y"] + box.bounding_box()["height"] <= 844  # the input is above the fold
+        new_chat = page.locator("#pc-new")
+        assert new_chat.bounding_box()["height"] < 48  # one line: "New chat" does not wrap
+        assert new_chat.evaluate("b => b.scrollWidth <= b.clientWidth + 1")
+        set_answerer(page, "extractive")
+        page.locator("#pc-settings button").first.click()  # close the settings again
+        submit(page, PRUNE)
+        wait_until_done(page)
+        page.wait_for_timeout(800)
+        assert page.locator("#pc-question textarea").is_visible()
+        question = page.get_by_text(PRUNE).last.bounding_box()
+        assert 0 <= question["y"] <= 844
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways scrolling
+        shot(page, tmp_path, "8-mobile-390px")
+    finally:
+        page.close()
 
 
 def test_chat_in_chromium_answers_with_citations_and_sources(bundled_index, browser_page, tmp_path):
@@ -133,17 +316,15 @@ def test_chat_in_chromium_answers_with_citations_and_sources(bundled_index, brow
         header.wait_for(timeout=30_000)
         assert "573 papers" in header.inner_text() and "extractive" in header.inner_text()
 
-        sources_s, answer_s = ask_in_page(page, PRUNE)
-        print(f"\nEnter → sources shown: {sources_s:.2f} s; Enter → answer complete: {answer_s:.2f} s")
-
+        submit(page, PRUNE)
+        wait_until_done(page)
         chat_text = page.locator("#pc-chat").inner_text()
-        cites = page.locator("#pc-chat .pc-cite")
+        cites = last_answer(page).locator(".pc-cite")
         assert f"{cites.count()} matching papers" in chat_text and cites.count() >= 2
         for title in PRUNING_TITLES:
             assert title in chat_text
         sources = page.locator("#pc-sources")
         assert page.locator("#pc-sources tr.pc-in").count() == cites.count()
-        assert page.locator("#pc-sources tbody tr").count() > cites.count()  # what was left out shows too
         for title in PRUNING_TITLES:
             assert title in sources.inner_text()
 
@@ -151,8 +332,7 @@ def test_chat_in_chromium_answers_with_citations_and_sources(bundled_index, brow
         assert not abstract.is_visible()
         cites.first.locator("summary").click()  # the abstract is one click away
         assert abstract.is_visible()
-        cites.first.locator("summary").click()
-        save_screenshot(page, ARTIFACTS / "browser-chat.png")
+        shot(page, tmp_path, "9-bundled-corpus")
 
     assert page.dialogs == []
     assert page.outside_requests == [], "the page must work offline"
@@ -166,7 +346,8 @@ def test_markup_in_titles_and_abstracts_shows_as_text_in_chromium(browser_page, 
     page = browser_page
     with paperchat_serve(settings.store.index_dir, tmp_path / "serve.log") as url:
         page.goto(url)
-        ask_in_page(page, PRUNE)
+        submit(page, PRUNE)
+        wait_until_done(page)
         for summary in page.locator("#pc-chat .pc-cite summary").all():
             summary.click()  # the abstract with the <script> payload is now rendered
         chat_text = page.locator("#pc-chat").inner_text()

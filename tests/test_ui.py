@@ -200,8 +200,9 @@ def test_year_chart_says_what_share_of_the_matches_it_covers(display_chat):
     dated = sum(1 for p in matching if p.year)
     assert 0 < dated < len(matching)
     assert final.histogram["visible"] is True and final.histogram["value"] is not None
-    assert final.histogram["label"].startswith(f"Matching papers by year: {dated} of {len(matching)} are dated")
-    assert f"{len(matching) - dated} undated are not shown" in final.histogram["label"]
+    title = final.histogram["value"].axes[0].get_title(loc="left")
+    assert title.startswith(f"{dated} of {len(matching)} matching papers are dated")
+    assert f"{len(matching) - dated} undated are not shown" in title
 
 
 def test_llm_summary_streams_beneath_the_papers_in_the_same_numbering(display_index):

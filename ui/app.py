@@ -50,7 +50,6 @@ from ui.render import (
     answerer_numbers,
     as_text,
     evidence_of,
-    histogram_label,
     paper_numbers,
     render_message,
     render_papers,
@@ -98,6 +97,7 @@ class Conversation:
 
     turns: list[tuple[str, str]] = field(default_factory=list)
     answers: dict[int, dict] = field(default_factory=dict)  # assistant message index -> what feedback saves
+    listed: list[str] = field(default_factory=list)  # ids the last answer listed: a follow-up may narrow them
     stop: StopFlag = field(default_factory=StopFlag)
 
 
@@ -267,6 +267,7 @@ def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict
             elif isinstance(event, Done):
                 turn.answer = event.answer
                 conversation.turns.append((question, event.answer.text))
+                conversation.listed = [c.id for c in _listed_citations(turn)]
                 yield update(turn.render(chat, working=False), _exports(chat, turn, export_dir))
                 conversation.answers[len(messages) - 1] = _feedback_context(turn)
                 return
@@ -318,7 +319,7 @@ def _histogram_update(sources: Sources) -> dict:
     figure = year_histogram(sources.matching)
     if figure is None:
         return _hidden()
-    return gr.update(value=figure, visible=True, label=histogram_label(sources.matching))
+    return gr.update(value=figure, visible=True, label="Matching papers by year")
 
 
 def _listed_citations(turn: _Turn) -> list[Citation]:
@@ -411,7 +412,7 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
     first_year, last_year = (min(years), max(years)) if years else (None, None)
 
     with gr.Blocks(title="paperchat", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
-        conversation = gr.State(Conversation)
+        conversation = gr.State(Conversation())  # deep-copied for each session
         header = gr.HTML(header_html(chat, settings))
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):

@@ -25,7 +25,8 @@ CSS = """
 .pc-header { font-size: 0.92rem; color: var(--body-text-color-subdued); }
 .pc-header h1 { font-size: 1.45rem; margin: 0 0 0.2rem 0; color: var(--body-text-color); }
 .pc-status { color: var(--body-text-color-subdued); font-size: 0.9em; margin-bottom: 0.4rem; }
-.pc-status .pc-spin { display: inline-block; animation: pc-pulse 1.2s ease-in-out infinite; }
+.pc-status .pc-spin { display: inline-block; width: 0.55em; height: 0.55em; border-radius: 50%; margin-right: 0.3em;
+                      background: var(--color-accent); animation: pc-pulse 1.2s ease-in-out infinite; }
 @keyframes pc-pulse { 50% { opacity: 0.35; } }
 .pc-notice { border-left: 3px solid #d97706; background: rgba(217, 119, 6, 0.08); padding: 0.35rem 0.6rem;
              margin-bottom: 0.5rem; border-radius: 4px; }
@@ -85,7 +86,7 @@ HEAD_JS = """
       }
     }).observe(chat, {childList: true, subtree: true});
   };
-  window.addEventListener('load', watch);
+  watch();  // Gradio adds this script after the page's load event
 })();
 </script>
 """
@@ -145,9 +146,16 @@ def paper_numbers(sources: Sources) -> dict[str, int]:
     {'c': 1, 'b': 2, 'a': 3}
     """
     matching = [paper.id for paper in sources.matching]
-    related = [p.id for p in sources.retrieved if p.related and p.id not in matching]
+    related = [paper.id for paper in related_papers(sources)]
     rest = [p.id for p in sources.retrieved if p.id not in matching and p.id not in related]
     return {paper_id: number for number, paper_id in enumerate(matching + related + rest, start=1)}
+
+
+def related_papers(sources: Sources) -> list[RetrievedPaper]:
+    """The possibly related papers: some evidence, too weak to count (the judge's order, most probable first)."""
+    matching = {paper.id for paper in sources.matching}
+    papers = getattr(sources, "related", None) or [p for p in sources.retrieved if p.related]
+    return [paper for paper in papers if paper.id not in matching]
 
 
 def answerer_numbers(sources: Sources) -> dict[int, str]:
@@ -179,7 +187,7 @@ def renumber(text: str, ids_by_number: Mapping[int, str], numbers: Mapping[str, 
 def render_status(text: str, elapsed_s: float | None = None) -> str:
     """The state line while an answer is in the works: what is happening, and for how long."""
     seconds = f" · {elapsed_s:.0f} s" if elapsed_s is not None else ""
-    return f'<div class="pc-status"><span class="pc-spin">⏳</span> {as_text(text)}{seconds}</div>'
+    return f'<div class="pc-status"><span class="pc-spin"></span>{as_text(text)}{seconds}</div>'
 
 
 def render_notice(notice: str) -> str:
@@ -223,8 +231,7 @@ def render_papers(sources: Sources, numbers: Mapping[str, int]) -> str:
     per_paper = 1 if sources.kind == "list" else 2
     entries = "".join(_paper_entry(p, numbers[p.id], evidence_of(p, sources.search_query, per_paper))
                       for p in shown)
-    matching_ids = {p.id for p in sources.matching}
-    related = [p for p in sources.retrieved if p.related and p.id not in matching_ids]
+    related = related_papers(sources)
     related_html = ""
     if related:
         related_html = ('<div class="pc-related"><h5>Possibly related (some evidence, not counted above)</h5>'
@@ -272,14 +279,15 @@ def render_sources(sources: Sources | None, numbers: Mapping[str, int] | None = 
         return '<div class="pc-sources pc-empty">No search for this message.</div>'
     numbers = numbers or paper_numbers(sources)
     matching = {paper.id for paper in sources.matching}
-    related = sum(1 for p in sources.retrieved if p.related and p.id not in matching)
+    related_ids = {paper.id for paper in related_papers(sources)}
+    related = len(related_ids)
     verdict = ("no paper answers the question" if sources.abstained
                else f"{len(sources.matching)} matching" + (f" · {related} possibly related" if related else ""))
     searched = (f' · searched as “{as_text(sources.search_query)}”'
                 if sources.search_query and sources.search_query != sources.question else "")
     rows = []
     for paper in sorted(sources.retrieved, key=lambda p: numbers[p.id]):
-        kind = "match" if paper.id in matching else "related" if paper.related else "retrieved"
+        kind = "match" if paper.id in matching else "related" if paper.id in related_ids else "retrieved"
         css = {"match": "pc-in", "related": "pc-related", "retrieved": "pc-out"}[kind]
         rows.append(f'<tr class="{css}"><td class="num">{numbers[paper.id]}</td>'
                     f'<td class="num">{paper.year or "–"}</td><td class="pc-verdict">{VERDICTS[kind]}</td>'
@@ -292,8 +300,8 @@ def render_sources(sources: Sources | None, numbers: Mapping[str, int] | None = 
 
 # --- the year chart ---------------------------------------------------------------------------
 def year_histogram(papers: Sequence[RetrievedPaper]):
-    """A small bar chart of the dated papers' years (matplotlib's object API: safe from worker threads);
-    None when no paper has a year."""
+    """A small bar chart of the dated papers' years, titled with the share of `papers` it covers
+    (matplotlib's object API: safe from worker threads); None when no paper has a year."""
     from matplotlib.figure import Figure
 
     counts = Counter(paper.year for paper in papers if paper.year)
@@ -307,6 +315,7 @@ def year_histogram(papers: Sequence[RetrievedPaper]):
     axes.yaxis.get_major_locator().set_params(integer=True)
     axes.tick_params(axis="y", labelsize=8)
     axes.set_ylabel("papers", fontsize=8)
+    axes.set_title(histogram_label(papers), fontsize=8, loc="left", wrap=True)
     for side in ("top", "right"):
         axes.spines[side].set_visible(False)
     return figure
@@ -317,10 +326,10 @@ def histogram_label(papers: Sequence[RetrievedPaper]) -> str:
 
     >>> p = lambda y: RetrievedPaper(id=str(y), title="t", year=y, score=0, rank=1)
     >>> histogram_label([p(2020), p(None), p(None), p(2021)])
-    'Matching papers by year: 2 of 4 are dated (50%); 2 undated are not shown'
+    '2 of 4 matching papers are dated (50%); 2 undated are not shown'
     """
     dated = sum(1 for paper in papers if paper.year)
     undated = len(papers) - dated
     share = round(100 * dated / len(papers)) if papers else 0
-    return (f"Matching papers by year: {dated} of {len(papers)} are dated ({share}%)"
+    return (f"{dated} of {len(papers)} matching papers are dated ({share}%)"
             + (f"; {undated} undated are not shown" if undated else ""))
