@@ -95,8 +95,10 @@ def ingest(paths: Iterable[Path] | None, settings: Settings, fmt: str | None = N
     """
     started = time.perf_counter()
     paths = list(paths or []) or [bundled_corpus_dir()]
-    limits = Limits(max_record_bytes=settings.ingest.max_record_bytes, max_title_chars=settings.ingest.max_title_chars)
-    stream = PaperStream(paths, fmt, limits, progress, keep=paper_filter(categories, since), max_kept=KEPT_MESSAGES)
+    limits = Limits(max_record_bytes=settings.ingest.max_record_bytes,
+                    max_title_chars=settings.ingest.max_title_chars)
+    stream = PaperStream(paths, fmt, limits, progress, keep=paper_filter(categories, since),
+                         max_kept=KEPT_MESSAGES)
     summary = IngestSummary(files_read=len(stream.files))
     with _Scratch() as scratch:
         _read_into(scratch, stream, summary)
@@ -189,9 +191,9 @@ class _Scratch:
 
     def put(self, paper: Paper) -> None:
         """Add a paper, or replace the one with its id, keeping its place in the order."""
-        self.db.execute("INSERT INTO papers (id, record) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET "
-                        "record = excluded.record", (paper.id, json.dumps({name: getattr(paper, name) for name in _PAPER_FIELDS},
-                                                                   ensure_ascii=False)))
+        record = json.dumps({name: getattr(paper, name) for name in _PAPER_FIELDS}, ensure_ascii=False)
+        self.db.execute("INSERT INTO papers (id, record) VALUES (?, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET record = excluded.record", (paper.id, record))
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM papers").fetchone()[0]

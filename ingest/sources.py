@@ -113,7 +113,8 @@ class Notice:
     text: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.text}" if self.line is not None else f"{self.path}: {self.text}"
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.text}"
 
 
 @dataclass
@@ -225,7 +226,8 @@ def _bad_text(paper: Paper) -> str | None:
     'the title holds a lone surrogate (\\\\ud800), which is not Unicode text'
     """
     fields = {"title": paper.title, "abstract": paper.abstract, "id": paper.id, "date": paper.date or "",
-              "url": paper.url or "", "authors": "".join(paper.authors), "categories": "".join(paper.categories)}
+              "url": paper.url or "", "authors": "".join(paper.authors),
+              "categories": "".join(paper.categories)}
     for name, text in fields.items():
         try:
             text.encode("utf-8")
@@ -299,7 +301,8 @@ def _peek(raw: Iterator[bytes | _Overlong]) -> list[bytes | _Overlong]:
     return head
 
 
-def _decoded(raw: Iterable[bytes | _Overlong], name: str, max_bytes: int) -> Iterator[tuple[int, str | Rejection]]:
+def _decoded(raw: Iterable[bytes | _Overlong], name: str,
+             max_bytes: int) -> Iterator[tuple[int, str | Rejection]]:
     """(1-based line number, line without its newline) for each raw line, in order.
 
     A line that is over the record bound, holds NUL bytes or is not UTF-8 comes as a Rejection
@@ -308,8 +311,9 @@ def _decoded(raw: Iterable[bytes | _Overlong], name: str, max_bytes: int) -> Ite
     for number, line in enumerate(raw, start=1):
         if isinstance(line, _Overlong):
             quoted = clip(line.head.decode("utf-8", "replace"))
-            yield number, Rejection(name, number, f"line of {line.size:,} bytes is over the record limit of "
-                                                  f"{max_bytes:,} (ingest.max_record_bytes), not read: {quoted!r}")
+            yield number, Rejection(name, number, f"line of {line.size:,} bytes is over the record limit "
+                                                  f"of {max_bytes:,} (ingest.max_record_bytes), not read: "
+                                                  f"{quoted!r}")
             continue
         if number == 1 and line.startswith(codecs.BOM_UTF8):
             line = line[len(codecs.BOM_UTF8):]
@@ -319,7 +323,8 @@ def _decoded(raw: Iterable[bytes | _Overlong], name: str, max_bytes: int) -> Ite
         try:
             yield number, line.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as err:
-            yield number, Rejection(name, number, f"not UTF-8 text ({err.reason} at byte {err.start + 1} of the line)")
+            why = f"not UTF-8 text ({err.reason} at byte {err.start + 1} of the line)"
+            yield number, Rejection(name, number, why)
 
 
 def _format_of_head(head: list[bytes | _Overlong], name: str) -> str:
@@ -366,7 +371,7 @@ def _format_of_json_object(obj: dict[str, Any]) -> str:
 
     >>> _format_of_json_object({"_id": "4983", "title": "T", "text": "A"})
     'beir'
-    >>> _format_of_json_object({"id": "0704.0001", "title": "T", "abstract": "A", "update_date": "2008-11-13"})
+    >>> _format_of_json_object({"id": "0704.0001", "title": "T", "update_date": "2008-11-13"})
     'arxiv'
     >>> _format_of_json_object({"title": "T", "abstract": "A", "authors": ["X"]})
     'jsonl'
@@ -433,7 +438,8 @@ def _paper_from_fields(
 ) -> Paper | str:
     """A Paper from a JSON/CSV record, or the reason it cannot be one.
 
-    >>> p = _paper_from_fields({"title": "T", "abstract": "A", "authors": "X and Y", "date": "2020-01-02"}, "f:1")
+    >>> fields = {"title": "T", "abstract": "A", "authors": "X and Y", "date": "2020-01-02"}
+    >>> p = _paper_from_fields(fields, "f:1")
     >>> p.authors, p.author_count, p.year, p.sources
     (('X', 'Y'), 2, 2020, ('f:1',))
     >>> _paper_from_fields({"title": "T", "abstract": " "}, "f:1")
@@ -520,7 +526,8 @@ def _record_from(build: Callable[[], Paper | str], name: str, number: int,
 Lines = Iterator[tuple[int, "str | Rejection"]]
 
 
-def _read_json_lines(fmt: str, name: str, short: str, lines: Lines, limits: Limits) -> Iterator[Paper | Rejection | Notice]:
+def _read_json_lines(fmt: str, name: str, short: str, lines: Lines,
+                     limits: Limits) -> Iterator[Paper | Rejection | Notice]:
     """jsonl, arxiv and beir: one JSON object per line, blank lines ignored."""
     for number, line in lines:
         if isinstance(line, Rejection):
@@ -642,7 +649,8 @@ def _read_csv(name: str, short: str, lines: Lines, limits: Limits) -> Iterator[P
                 retry = True  # a quote that closed too late glues rows together
             else:
                 fields = dict(zip(header, row))
-                yield from _record_from(partial(_paper_from_fields, fields, f"{short}:{number}"), name, number, limits)
+                build = partial(_paper_from_fields, fields, f"{short}:{number}")
+                yield from _record_from(build, name, number, limits)
                 continue
         if retry and len(feed.taken) > 1:
             last = feed.taken[-1][0]
@@ -663,7 +671,8 @@ _LISTING_CHROME = frozenset({
 # Counts are bounded in length: a 5,000-digit "upvote count" is text, not a number to convert.
 _AUTHORS_LINE = re.compile(r"^\s*•\s*(\d{1,6})\s+authors?\s*$")
 _DATE_LINE = re.compile(
-    r"^(?P<date>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{1,2}(?:, \d{4})?)(?: (?P<up>\d{1,9}))?$"
+    r"^(?P<date>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{1,2}(?:, \d{4})?)"
+    r"(?: (?P<up>\d{1,9}))?$"
 )
 
 
@@ -709,7 +718,8 @@ def _finish_listing_record(record: _ListingRecord, name: str, short: str,
     ), name, record.line, limits)
 
 
-def _read_listing(name: str, short: str, lines: Lines, limits: Limits) -> Iterator[Paper | Rejection | Notice]:
+def _read_listing(name: str, short: str, lines: Lines,
+                  limits: Limits) -> Iterator[Paper | Rejection | Notice]:
     """Both listing layouts with one state machine over the non-blank lines.
 
     A text line is a title when no record is open, else the open record's abstract; a third
@@ -831,8 +841,8 @@ def find_files(paths: Iterable[Path | str]) -> tuple[list[Path], list[Rejection]
         if is_dir:
             for folder, subfolders, names in os.walk(path, onerror=unlistable):
                 subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-                files.extend(p for p in (Path(folder, name) for name in sorted(names) if not name.startswith("."))
-                             if p.is_file())
+                visible = (Path(folder, name) for name in sorted(names) if not name.startswith("."))
+                files.extend(p for p in visible if p.is_file())
         elif exists:
             files.append(path)
         else:
@@ -875,16 +885,18 @@ def conflict_rejection(name: str, paper: Paper, kept: Paper, what: str) -> Rejec
                                  f"different {what}; this record is not indexed (give it its own id)")
 
 
-def paper_filter(categories: Iterable[str] | None = None, since: int | None = None) -> Callable[[Paper], bool] | None:
+def paper_filter(categories: Iterable[str] | None = None,
+                 since: int | None = None) -> Callable[[Paper], bool] | None:
     """A test for the papers to keep: any of `categories` (``cs`` means every ``cs.*``), from year `since` on.
 
     None when there is nothing to filter. A paper without a year does not pass `since`.
 
     >>> keep = paper_filter(["cs.LG", "stat"], since=2020)
-    >>> keep(Paper("T", "A", categories=("cs.LG", "math.OC"), year=2021)), keep(Paper("T", "A", categories=("stat.ML",), year=2020))
+    >>> paper = lambda categories, year: Paper("T", "A", categories=categories, year=year)
+    >>> keep(paper(("cs.LG", "math.OC"), 2021)), keep(paper(("stat.ML",), 2020))
     (True, True)
-    >>> keep(Paper("T", "A", categories=("cs.CV",), year=2021)), keep(Paper("T", "A", categories=("cs.LG",), year=2019))
-    (False, False)
+    >>> keep(paper(("cs.CV",), 2021)), keep(paper(("cs.LG",), 2019)), keep(paper(("cs.LG",), None))
+    (False, False, False)
     """
     wanted = tuple(c.strip() for c in categories or () if c.strip())
     if not wanted and since is None:
@@ -944,7 +956,8 @@ class PaperStream:
 
         for path in self.files:
             self.name = _display_name(path)[0]
-            for item in iter_records(path, self.fmt, self.limits, counted if advance and path in regular else None):
+            told = counted if advance and path in regular else None
+            for item in iter_records(path, self.fmt, self.limits, told):
                 if isinstance(item, Notice):
                     self._note(item)
                 elif isinstance(item, Rejection):
