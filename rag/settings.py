@@ -116,8 +116,8 @@ class LLMSettings(Section):
     context_tokens: int = Field(2048, ge=512, description="the model's context window used for the prompt")
     max_papers: int = Field(3, ge=1, le=30, description="abstracts given to the LLM for a fact question "
                             "(fewer = an earlier first token on a CPU; list questions get every match's key sentences)")
-    timeout_s: float = Field(120.0, gt=0, description="seconds to wait for the LLM to connect or send its next "
-                             "piece (the first token included) before falling back to the extractive answer")
+    timeout_s: float = Field(120.0, gt=0, description="seconds the LLM server may stay silent (connecting, or "
+                             "between pieces of the answer) before the extractive answer is shown instead")
     max_retries: int = Field(2, ge=0, le=10, description="retries of the openai back-end after HTTP 429/5xx or a "
                              "dropped connection (local and ollama are not retried)")
     threads: int | None = Field(None, ge=1, description="CPU threads for the local model; unset = all cores but one "
