@@ -256,7 +256,8 @@ def answer_provenance(chat: PaperChat, answer: Answer, requested: str, overrides
         for key, value in current.model_dump(mode="json").items():
             if key not in ("api_key", "backend") and value != defaults.get(key):
                 changed[f"{section}.{key}"] = value
-    changed.update({f"question.{key}": value for key, value in overrides.items() if value is not None})
+    changed.update({f"question.{key}": value for key, value in overrides.items()  # options unlike the settings'
+                    if value is not None and value != getattr(settings.retrieval, key, None)})
     provenance["settings_changed"] = changed
     return provenance
 
