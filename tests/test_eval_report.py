@@ -142,7 +142,6 @@ def test_results_jsonl_has_one_record_per_question(flawed_run):
               "answer", "abstained", "latency_s", "answerer", "notice"}
     for r in records:
         assert schema <= set(r)
-        assert r["latency_s"] >= 0
     lora = records[0]
     assert lora["retrieved"][2] == {"id": "p-qlora", "title": PAPERS["p-qlora"],
                                     "score": pytest.approx(1 / 3), "rank": 3}
