@@ -76,10 +76,13 @@ POLL_S = 0.25
 """How often a waiting answer checks for Stop and refreshes its elapsed seconds."""
 DEFAULT_LOCAL_MODEL = "Qwen2.5-Coder-1.5B"
 
-THEME = gr.themes.Soft(primary_hue="indigo", neutral_hue="slate",
-                       # System fonts: the page must not fetch anything from outside (it runs offline).
-                       font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
-                       font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
+THEME = gr.themes.Soft(
+    primary_hue="indigo",
+    neutral_hue="slate",
+    # System fonts: the page must not fetch anything from outside (it runs offline).
+    font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+)
 
 
 # --- per-session state and what one step shows -------------------------------------------------
@@ -146,8 +149,10 @@ def year_range_problem(year_min: int | None, year_max: int | None) -> str | None
     'The year range is empty: “from 2024” is after “to 2019”. Swap the years or clear one of them.'
     """
     if year_min is not None and year_max is not None and year_min > year_max:
-        return (f"The year range is empty: “from {year_min}” is after “to {year_max}”. "
-                "Swap the years or clear one of them.")
+        return (
+            f"The year range is empty: “from {year_min}” is after “to {year_max}”. "
+            "Swap the years or clear one of them."
+        )
     return None
 
 
@@ -170,14 +175,20 @@ class _Turn:
         if self.written:
             return render_status(f"The {self.answerer} model is writing a summary…", elapsed)
         if not chat.has_chat_model(self.answerer):
-            return render_status(f"Loading the {self.answerer} model (the papers above are the answer "
-                                 "already)…", elapsed)
+            return render_status(
+                f"Loading the {self.answerer} model (the papers above are the answer already)…", elapsed
+            )
         return render_status(f"The {self.answerer} model is reading the papers…", elapsed)
 
     def waits_for_llm(self) -> bool:
         s = self.sources
-        return (self.answerer != "extractive" and s is not None and bool(s.retrieved) and not s.abstained
-                and self.notice is None)
+        return (
+            self.answerer != "extractive"
+            and s is not None
+            and bool(s.retrieved)
+            and not s.abstained
+            and self.notice is None
+        )
 
     def render(self, chat: PaperChat, working: bool) -> str:
         s = self.sources
@@ -189,17 +200,29 @@ class _Turn:
                 synthesis = f"<div>{as_text(self.answer.text)}</div>"
             elif self.answer.answerer not in ("extractive", "none") and not self.answer.abstained:
                 ids = {citation.number: citation.id for citation in self.answer.citations}
-                synthesis = render_synthesis(f"Summary by the {self.answerer} model",
-                                             renumber(self.answer.text, ids, self.numbers))
+                synthesis = render_synthesis(
+                    f"Summary by the {self.answerer} model", renumber(self.answer.text, ids, self.numbers)
+                )
         elif self.written and s is not None:
-            synthesis = render_synthesis(f"Summary by the {self.answerer} model (writing…)",
-                                         renumber(self.written, answerer_numbers(s), self.numbers))
+            synthesis = render_synthesis(
+                f"Summary by the {self.answerer} model (writing…)",
+                renumber(self.written, answerer_numbers(s), self.numbers),
+            )
         return render_message(papers, status, self.notice, synthesis)
 
 
-def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict] | None,
-            conversation: Conversation | None, answerer: str, top_k: float | None,
-            year_min: object = None, year_max: object = None, include_undated: bool = True) -> Iterator[ChatUpdate]:
+def respond(
+    chat: PaperChat,
+    export_dir: Path,
+    message: str,
+    messages: list[dict] | None,
+    conversation: Conversation | None,
+    answerer: str,
+    top_k: float | None,
+    year_min: object = None,
+    year_max: object = None,
+    include_undated: bool = True,
+) -> Iterator[ChatUpdate]:
     """Answer `message`, yielding the page's new state as the answer comes in.
 
     The engine runs in a worker thread, so that the state line can count seconds while a model
@@ -218,9 +241,16 @@ def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict
     def update(content: str, files: tuple[str, str] | None = None, working: bool = False) -> ChatUpdate:
         messages[-1] = {"role": "assistant", "content": content}
         bib, table = files or (None, None)
-        return ChatUpdate(list(messages), conversation, render_sources(turn.sources, turn.numbers or None),
-                          histogram, gr.update(value=bib, visible=bib is not None),
-                          gr.update(value=table, visible=table is not None), "", gr.update(visible=working))
+        return ChatUpdate(
+            list(messages),
+            conversation,
+            render_sources(turn.sources, turn.numbers or None),
+            histogram,
+            gr.update(value=bib, visible=bib is not None),
+            gr.update(value=table, visible=table is not None),
+            "",
+            gr.update(visible=working),
+        )
 
     if not question:
         yield update(f"Please type a question about the papers, for example “{EXAMPLE_QUESTIONS[0]}”.")
@@ -237,10 +267,17 @@ def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict
     yield update(turn.render(chat, working=True), working=True)
 
     events: queue.Queue = queue.Queue()
-    options = {"history": list(conversation.turns), "answerer": answerer, "top_k": int(top_k) if top_k else None,
-               "year_min": low, "year_max": high, "include_undated": bool(include_undated)}
-    threading.Thread(target=_produce, args=(chat, question, options, events, stop), daemon=True,
-                     name="answer").start()
+    options = {
+        "history": list(conversation.turns),
+        "answerer": answerer,
+        "top_k": int(top_k) if top_k else None,
+        "year_min": low,
+        "year_max": high,
+        "include_undated": bool(include_undated),
+    }
+    threading.Thread(
+        target=_produce, args=(chat, question, options, events, stop), daemon=True, name="answer"
+    ).start()
     shown = ""
     try:
         while True:
@@ -285,8 +322,10 @@ def respond(chat: PaperChat, export_dir: Path, message: str, messages: list[dict
         yield update(f"Sorry, I could not answer that: {as_text(error)}")
     except Exception as error:  # the page must show a message, never hang or trace back
         log.error("question %r failed", question, exc_info=error)
-        yield update(f"Sorry, something went wrong while answering ({as_text(type(error).__name__)}: "
-                     f"{as_text(error)}). The details are in the server log.")
+        yield update(
+            f"Sorry, something went wrong while answering ({as_text(type(error).__name__)}: "
+            f"{as_text(error)}). The details are in the server log."
+        )
     finally:
         stop.requested = True  # the worker, if still running, stops at its next step
 
@@ -299,7 +338,7 @@ def _produce(chat: PaperChat, question: str, options: dict, events: queue.Queue,
             if stop.requested:
                 break
             events.put(event)
-    except BaseException as error:  # handed to `respond`, which shows it
+    except BaseException as error:  # noqa: BLE001 - handed to `respond`, which shows it
         events.put(error)
     finally:
         stream.close()
@@ -310,8 +349,10 @@ def _stopped(turn: _Turn, chat: PaperChat, update) -> ChatUpdate:
     turn.notice = None
     content = turn.render(chat, working=False)
     if turn.written:
-        content += render_synthesis(f"Summary by the {turn.answerer} model (stopped)",
-                                    renumber(turn.written, answerer_numbers(turn.sources), turn.numbers))
+        content += render_synthesis(
+            f"Summary by the {turn.answerer} model (stopped)",
+            renumber(turn.written, answerer_numbers(turn.sources), turn.numbers),
+        )
     return update(content + f'<div class="pc-status pc-stopped">Stopped after {elapsed:.0f} s.</div>')
 
 
@@ -323,15 +364,25 @@ def _histogram_update(sources: Sources) -> dict:
 
 
 def _listed_citations(turn: _Turn) -> list[Citation]:
-    """The papers the answer shows (matches; for a fact question, the one) and any other it cites, numbered as shown."""
+    """The papers the answer shows (the matches; for a fact question, the one) and any other it cites,
+    numbered as shown."""
     s, answer = turn.sources, turn.answer
     if s is None or answer is None or s.abstained or not s.matching:
         return []
     ids = [p.id for p in (s.matching if s.kind == "list" else s.matching[:1])]
     ids += [c.id for c in answer.citations if c.id not in ids and c.id in turn.numbers]
     by_id = {p.id: p for p in s.retrieved + s.matching}
-    citations = [Citation(number=turn.numbers[i], id=i, title=by_id[i].title, year=by_id[i].year,
-                          passage=evidence_of(by_id[i], s.search_query)) for i in ids if i in by_id]
+    citations = [
+        Citation(
+            number=turn.numbers[i],
+            id=i,
+            title=by_id[i].title,
+            year=by_id[i].year,
+            passage=evidence_of(by_id[i], s.search_query),
+        )
+        for i in ids
+        if i in by_id
+    ]
     return sorted(citations, key=lambda c: c.number)
 
 
@@ -344,8 +395,13 @@ def _exports(chat: PaperChat, turn: _Turn, export_dir: Path) -> tuple[str, str] 
 
 def _feedback_context(turn: _Turn) -> dict:
     answer = turn.answer
-    return {"question": answer.question, "answer": answer.text, "kind": answer.kind,
-            "titles": [c.title for c in _listed_citations(turn)], "answerer": answer.answerer}
+    return {
+        "question": answer.question,
+        "answer": answer.text,
+        "kind": answer.kind,
+        "titles": [c.title for c in _listed_citations(turn)],
+        "answerer": answer.answerer,
+    }
 
 
 def stop_answer(conversation: Conversation | None) -> dict:
@@ -357,13 +413,26 @@ def stop_answer(conversation: Conversation | None) -> dict:
 
 def new_chat() -> ChatUpdate:
     """The "New chat" button: an empty conversation and panels."""
-    return ChatUpdate([], Conversation(), render_sources(None), _hidden(), _hidden(), _hidden(), "",
-                      gr.update(visible=False))
+    return ChatUpdate(
+        [],
+        Conversation(),
+        render_sources(None),
+        _hidden(),
+        _hidden(),
+        _hidden(),
+        "",
+        gr.update(visible=False),
+    )
 
 
-def save_answer_feedback(settings: Settings, conversation: Conversation | None, message_index: int | None,
-                         verdict: str, note: str = "") -> str:
-    """Save feedback on one answer (the last one when `message_index` is None); a line saying what happened."""
+def save_answer_feedback(
+    settings: Settings,
+    conversation: Conversation | None,
+    message_index: int | None,
+    verdict: str,
+    note: str = "",
+) -> str:
+    """Save feedback on one answer (the last one when `message_index` is None); says what happened."""
     answers = (conversation.answers if conversation else {}) or {}
     if not answers:
         return "Ask a question first: feedback is saved with the answer it is about."
@@ -371,15 +440,24 @@ def save_answer_feedback(settings: Settings, conversation: Conversation | None, 
     if context is None:
         return "That message is not an answer with papers; feedback was not saved."
     path = feedback_file(settings)
-    record = feedback_record(context["question"], context["answer"], context["kind"], context["titles"],
-                             context["answerer"], verdict, note)
+    record = feedback_record(
+        context["question"],
+        context["answer"],
+        context["kind"],
+        context["titles"],
+        context["answerer"],
+        verdict,
+        note,
+    )
     try:
         save_feedback(path, record)
     except OSError as error:
         log.warning("cannot save feedback to %s: %s", path, error)
         return f"Sorry, the feedback could not be saved ({as_text(error)})."
-    return ("Thank you. Saved as a candidate test question (unconfirmed): a maintainer checks it, then "
-            "`paperchat eval` can use it.")
+    return (
+        "Thank you. Saved as a candidate test question (unconfirmed): a maintainer checks it, then "
+        "`paperchat eval` can use it."
+    )
 
 
 # --- layout -----------------------------------------------------------------------------------
@@ -387,20 +465,27 @@ def header_html(chat: PaperChat, settings: Settings, answerer: str | None = None
     """One line on what is being served: papers (how many undated), embedding model, the selected answerer."""
     llm = settings.llm
     answerer = answerer or llm.backend
-    model = {"local": llm.model_path.name if llm.model_path else DEFAULT_LOCAL_MODEL,
-             "openai": llm.model, "ollama": llm.model}.get(answerer)
+    model = {
+        "local": llm.model_path.name if llm.model_path else DEFAULT_LOCAL_MODEL,
+        "openai": llm.model,
+        "ollama": llm.model,
+    }.get(answerer)
     total, dated = chat.index.paper_count(), len(chat.index.years())
     undated = f" ({total - dated} undated)" if total > dated else ""
-    return (f'<div class="pc-header"><h1>paperchat</h1>{total} papers{undated} · '
-            f"embeddings {as_text(settings.embedding.model)} · answerer <b>{as_text(answerer)}</b>"
-            f"{f' ({as_text(model)})' if model else ''}</div>")
+    return (
+        f'<div class="pc-header"><h1>paperchat</h1>{total} papers{undated} · '
+        f"embeddings {as_text(settings.embedding.model)} · answerer <b>{as_text(answerer)}</b>"
+        f"{f' ({as_text(model)})' if model else ''}</div>"
+    )
 
 
 def undated_info(chat: PaperChat) -> str:
     """What the "include undated papers" box does, with the collection's own figures."""
     total, dated = chat.index.paper_count(), len(chat.index.years())
-    return (f"{total - dated} of the {total} papers have no year. Checked: a year filter keeps them (their "
-            "year is unknown). Unchecked: only dated papers are searched, with or without a year range.")
+    return (
+        f"{total - dated} of the {total} papers have no year. Checked: a year filter keeps them (their "
+        "year is unknown). Unchecked: only dated papers are searched, with or without a year range."
+    )
 
 
 def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
@@ -416,80 +501,178 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
         header = gr.HTML(header_html(chat, settings))
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
-                chatbot = gr.Chatbot(label="Chat", show_label=False, elem_id="pc-chat", autoscroll=False,
-                                     height="calc(100dvh - 270px)", max_height=640, min_height=320,
-                                     sanitize_html=True, allow_tags=False, latex_delimiters=[],
-                                     feedback_options=("Like", "Dislike"), buttons=["copy"],
-                                     placeholder="Ask about the papers in this collection. The matching papers "
-                                                 "come first, each with its evidence; a summary follows.")
+                chatbot = gr.Chatbot(
+                    label="Chat",
+                    show_label=False,
+                    elem_id="pc-chat",
+                    autoscroll=False,
+                    height="calc(100dvh - 270px)",
+                    max_height=640,
+                    min_height=320,
+                    sanitize_html=True,
+                    allow_tags=False,
+                    latex_delimiters=[],
+                    feedback_options=("Like", "Dislike"),
+                    buttons=["copy"],
+                    placeholder="Ask about the papers in this collection. The matching papers "
+                    "come first, each with its evidence; a summary follows.",
+                )
                 with gr.Row(elem_id="pc-ask-row"):
-                    textbox = gr.Textbox(label="Question", show_label=False, scale=6, min_width=120,
-                                         placeholder="Ask a question and press Enter", autofocus=True,
-                                         elem_id="pc-question", submit_btn="Ask")
-                    stop = gr.Button("Stop", scale=0, min_width=64, variant="stop", visible=False, elem_id="pc-stop")
-                    clear = gr.Button("New chat", scale=0, min_width=90, variant="secondary", elem_id="pc-new")
-                examples = gr.Dataset(label="Examples", components=["textbox"],
-                                      samples=[[q] for q in EXAMPLE_QUESTIONS], type="index", samples_per_page=10)
+                    textbox = gr.Textbox(
+                        label="Question",
+                        show_label=False,
+                        scale=6,
+                        min_width=120,
+                        placeholder="Ask a question and press Enter",
+                        autofocus=True,
+                        elem_id="pc-question",
+                        submit_btn="Ask",
+                    )
+                    stop = gr.Button(
+                        "Stop", scale=0, min_width=64, variant="stop", visible=False, elem_id="pc-stop"
+                    )
+                    clear = gr.Button(
+                        "New chat", scale=0, min_width=90, variant="secondary", elem_id="pc-new"
+                    )
+                examples = gr.Dataset(
+                    label="Examples",
+                    components=["textbox"],
+                    samples=[[q] for q in EXAMPLE_QUESTIONS],
+                    type="index",
+                    samples_per_page=10,
+                )
                 with gr.Accordion("Missed a paper, or something wrong?", open=False, elem_id="pc-feedback"):
-                    note = gr.Textbox(label="What did the last answer miss or get wrong?", lines=2,
-                                      placeholder="e.g. it missed “Methods for Pruning Deep Neural Networks”",
-                                      elem_id="pc-feedback-note")
+                    note = gr.Textbox(
+                        label="What did the last answer miss or get wrong?",
+                        lines=2,
+                        placeholder="e.g. it missed “Methods for Pruning Deep Neural Networks”",
+                        elem_id="pc-feedback-note",
+                    )
                     send_note = gr.Button("Send feedback", size="sm", elem_id="pc-feedback-send")
                 feedback_result = gr.Markdown("", elem_id="pc-feedback-result")
             with gr.Column(scale=2, min_width=300):
                 with gr.Accordion("Answer settings", open=False, elem_id="pc-settings"):
-                    answerer = gr.Radio(list(ANSWERERS), value=settings.llm.backend, label="Answerer",
-                                        info="extractive needs no LLM; the others fall back to it when unreachable")
-                    top_k = gr.Slider(1, TOP_K_MAX, value=min(retrieval.top_k, TOP_K_MAX), step=1,
-                                      label="Papers to retrieve")
+                    answerer = gr.Radio(
+                        list(ANSWERERS),
+                        value=settings.llm.backend,
+                        label="Answerer",
+                        info="extractive needs no LLM; the others fall back to it when unreachable",
+                    )
+                    top_k = gr.Slider(
+                        1,
+                        TOP_K_MAX,
+                        value=min(retrieval.top_k, TOP_K_MAX),
+                        step=1,
+                        label="Papers to retrieve",
+                    )
                     with gr.Row():
-                        year_min = gr.Textbox(value=str(retrieval.year_min or ""), label="From year", max_lines=1,
-                                              placeholder=f"e.g. {first_year}" if first_year else "",
-                                              min_width=100, elem_id="pc-year-min")
-                        year_max = gr.Textbox(value=str(retrieval.year_max or ""), label="To year", max_lines=1,
-                                              placeholder=f"e.g. {last_year}" if last_year else "",
-                                              min_width=100, elem_id="pc-year-max")
-                    include_undated = gr.Checkbox(value=retrieval.include_undated, label="Include undated papers",
-                                                  info=undated_info(chat), elem_id="pc-undated")
+                        year_min = gr.Textbox(
+                            value=str(retrieval.year_min or ""),
+                            label="From year",
+                            max_lines=1,
+                            placeholder=f"e.g. {first_year}" if first_year else "",
+                            min_width=100,
+                            elem_id="pc-year-min",
+                        )
+                        year_max = gr.Textbox(
+                            value=str(retrieval.year_max or ""),
+                            label="To year",
+                            max_lines=1,
+                            placeholder=f"e.g. {last_year}" if last_year else "",
+                            min_width=100,
+                            elem_id="pc-year-max",
+                        )
+                    include_undated = gr.Checkbox(
+                        value=retrieval.include_undated,
+                        label="Include undated papers",
+                        info=undated_info(chat),
+                        elem_id="pc-undated",
+                    )
                 gr.Markdown("**Sources for the last question**")
-                sources = gr.HTML(render_sources(None), label="Sources", show_label=False, elem_id="pc-sources")
+                sources = gr.HTML(
+                    render_sources(None), label="Sources", show_label=False, elem_id="pc-sources"
+                )
                 histogram = gr.Plot(label="Matching papers by year", visible=False, elem_id="pc-years")
                 with gr.Row():
-                    bibtex_file = gr.DownloadButton("Download BibTeX", visible=False, size="sm", elem_id="pc-bibtex")
+                    bibtex_file = gr.DownloadButton(
+                        "Download BibTeX", visible=False, size="sm", elem_id="pc-bibtex"
+                    )
                     csv_file = gr.DownloadButton("Download CSV", visible=False, size="sm", elem_id="pc-csv")
 
-        components = {"messages": chatbot, "conversation": conversation, "sources_html": sources,
-                      "histogram": histogram, "bibtex_file": bibtex_file, "csv_file": csv_file,
-                      "textbox": textbox, "stop_button": stop}
+        components = {
+            "messages": chatbot,
+            "conversation": conversation,
+            "sources_html": sources,
+            "histogram": histogram,
+            "bibtex_file": bibtex_file,
+            "csv_file": csv_file,
+            "textbox": textbox,
+            "stop_button": stop,
+        }
         outputs = [components[name] for name in ChatUpdate._fields]
 
-        def ask_question(message, messages, conversation, answerer, top_k, year_min, year_max, include_undated):
-            yield from respond(chat, export_dir, message, messages, conversation, answerer, top_k, year_min,
-                               year_max, include_undated)
+        def ask_question(
+            message, messages, conversation, answerer, top_k, year_min, year_max, include_undated
+        ):
+            yield from respond(
+                chat,
+                export_dir,
+                message,
+                messages,
+                conversation,
+                answerer,
+                top_k,
+                year_min,
+                year_max,
+                include_undated,
+            )
 
         inputs = [textbox, chatbot, conversation, answerer, top_k, year_min, year_max, include_undated]
-        ask = {"fn": ask_question, "inputs": inputs, "outputs": outputs, "api_name": "ask",
-               "show_progress": "hidden", "concurrency_limit": CHAT_CONCURRENCY}
+        ask = {
+            "fn": ask_question,
+            "inputs": inputs,
+            "outputs": outputs,
+            "api_name": "ask",
+            "show_progress": "hidden",
+            "concurrency_limit": CHAT_CONCURRENCY,
+        }
         textbox.submit(**ask)
-        examples.click(lambda index: EXAMPLE_QUESTIONS[index], examples, textbox, api_visibility="private",
-                       queue=False).then(**{**ask, "api_name": False})
+        examples.click(
+            lambda index: EXAMPLE_QUESTIONS[index], examples, textbox, api_visibility="private", queue=False
+        ).then(**{**ask, "api_name": False})
         stop.click(stop_answer, conversation, stop, api_name="stop", queue=False)
         clear.click(new_chat, None, outputs, api_name="new_chat", queue=False)
         # The chat's own trash icon must forget the conversation too, or follow-ups would use it.
         chatbot.clear(new_chat, None, outputs, api_visibility="private", queue=False)
-        answerer.change(lambda chosen: header_html(chat, settings, chosen), answerer, header,
-                        api_visibility="private", queue=False)
+        answerer.change(
+            lambda chosen: header_html(chat, settings, chosen),
+            answerer,
+            header,
+            api_visibility="private",
+            queue=False,
+        )
 
         def on_like(conversation, data: gr.LikeData):
             if data.liked is True or data.liked == "Like":
                 return ""
-            return save_answer_feedback(settings, conversation, data.index if isinstance(data.index, int)
-                                        else data.index[0], "thumbs-down")
+            return save_answer_feedback(
+                settings,
+                conversation,
+                data.index if isinstance(data.index, int) else data.index[0],
+                "thumbs-down",
+            )
 
         chatbot.like(on_like, conversation, feedback_result, api_visibility="private", queue=False)
-        send_note.click(lambda conversation, text: (save_answer_feedback(settings, conversation, None, "missed",
-                                                                         text), ""),
-                        [conversation, note], [feedback_result, note], api_name="feedback", queue=False)
+        send_note.click(
+            lambda conversation, text: (
+                save_answer_feedback(settings, conversation, None, "missed", text),
+                "",
+            ),
+            [conversation, note],
+            [feedback_result, note],
+            api_name="feedback",
+            queue=False,
+        )
     return app
 
 
@@ -497,9 +680,22 @@ def launch_options(settings: Settings) -> dict[str, Any]:
     """Options for `Blocks.launch`: nothing that needs an outside host, a password when one is set."""
     ui = settings.ui
     auth = (ui.username, ui.password.get_secret_value()) if ui.password else None
-    return {"server_name": ui.host, "server_port": ui.port, "auth": auth, "share": False, "show_error": False,
-            "quiet": True, "ssr_mode": False, "mcp_server": False, "pwa": False, "enable_monitoring": False,
-            "footer_links": [], "theme": THEME, "css": CSS, "head": HEAD_JS}
+    return {
+        "server_name": ui.host,
+        "server_port": ui.port,
+        "auth": auth,
+        "share": False,
+        "show_error": False,
+        "quiet": True,
+        "ssr_mode": False,
+        "mcp_server": False,
+        "pwa": False,
+        "enable_monitoring": False,
+        "footer_links": [],
+        "theme": THEME,
+        "css": CSS,
+        "head": HEAD_JS,
+    }
 
 
 def _warm_up(chat: PaperChat) -> None:
@@ -533,10 +729,14 @@ def serve(settings: Settings) -> None:
     except USER_ERRORS as error:
         from rag.store import IndexNotFoundError
 
-        hint = ("\nIndex the bundled papers with `paperchat ingest` (or your own files with "
-                "`paperchat ingest PATH`), then run `paperchat serve` again.")
-        raise SystemExit(f"paperchat: cannot start the chat: {error}"
-                         + (hint if isinstance(error, IndexNotFoundError) else "")) from None
+        hint = (
+            "\nIndex the bundled papers with `paperchat ingest` (or your own files with "
+            "`paperchat ingest PATH`), then run `paperchat serve` again."
+        )
+        raise SystemExit(
+            f"paperchat: cannot start the chat: {error}"
+            + (hint if isinstance(error, IndexNotFoundError) else "")
+        ) from None
     _warm_up(chat)
     app = build_app(chat, settings)
     app.queue(default_concurrency_limit=CHAT_CONCURRENCY)
@@ -544,10 +744,16 @@ def serve(settings: Settings) -> None:
         app.launch(prevent_thread_lock=True, **launch_options(settings))
     except OSError as error:
         chat.close()
-        raise SystemExit(f"paperchat: cannot listen on {settings.ui.host}:{settings.ui.port} ({error}); "
-                         "choose another port with --port") from None
-    print(f"paperchat: {chat.index.paper_count()} papers, chat at {app.local_url}"
-          + (" (password protected)" if settings.ui.password else "") + " — Ctrl+C to stop", flush=True)
+        raise SystemExit(
+            f"paperchat: cannot listen on {settings.ui.host}:{settings.ui.port} ({error}); "
+            "choose another port with --port"
+        ) from None
+    print(
+        f"paperchat: {chat.index.paper_count()} papers, chat at {app.local_url}"
+        + (" (password protected)" if settings.ui.password else "")
+        + " — Ctrl+C to stop",
+        flush=True,
+    )
     try:
         app.block_thread()
     finally:

@@ -213,6 +213,9 @@ def cmd_ask(args) -> int:
         raise UserError("the question is empty: ask something about the papers, e.g. "
                         "paperchat ask \"Which papers prune ResNet-50?\"")
     if args.year_min is not None and args.year_max is not None and args.year_min > args.year_max:
+        raise UserError(f"the year range is empty: --year-min {args.year_min} is after --year-max "
+                        f"{args.year_max}; swap them or leave one out")
+    if args.year_min is not None and args.year_max is not None and args.year_min > args.year_max:
         raise UserError(f"the year range is empty: --year-min {args.year_min} is after --year-max {args.year_max}; "
                         "swap them or leave one out")
     settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})

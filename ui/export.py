@@ -24,8 +24,9 @@ CSV_NAME = "paperchat-citations.csv"
 def bibtex(citations: Sequence[Citation], papers: dict[str, Paper]) -> str:
     """BibTeX entries for the cited papers, keys like `smith2021pruning`.
 
+    >>> paper = Paper("Pruning {Nets} & 50%", "a", id="2101.00001", authors=("Ann Smith",))
     >>> print(bibtex([Citation(number=1, id="2101.00001", title="Pruning {Nets} & 50%", year=2021)],
-    ...              {"2101.00001": Paper("Pruning {Nets} & 50%", "a", id="2101.00001", authors=("Ann Smith",))}))
+    ...              {"2101.00001": paper}))
     @misc{smith2021pruning,
       title = {Pruning \\{Nets\\} \\& 50\\%},
       author = {Ann Smith},
@@ -39,7 +40,9 @@ def bibtex(citations: Sequence[Citation], papers: dict[str, Paper]) -> str:
     for citation in citations:
         paper = papers.get(citation.id)
         authors = paper.authors if paper else ()
-        surname = re.sub(r"[^a-z]", "", authors[0].split()[-1].lower()) if authors and authors[0].split() else ""
+        surname = (
+            re.sub(r"[^a-z]", "", authors[0].split()[-1].lower()) if authors and authors[0].split() else ""
+        )
         word = next((w for w in re.findall(r"[a-z]+", citation.title.lower()) if len(w) > 3), "paper")
         key = f"{surname or 'paper'}{citation.year or ''}{word}"
         used[key] += 1
@@ -76,8 +79,15 @@ def citations_csv(citations: Sequence[Citation], papers: dict[str, Paper]) -> st
     writer.writerow(["number", "id", "title", "year", "authors", "url", "passage"])
     for citation in citations:
         paper = papers.get(citation.id)
-        row = [citation.number, citation.id, citation.title, citation.year or "",
-               "; ".join(paper.authors) if paper else "", (paper.url if paper else None) or "", citation.passage]
+        row = [
+            citation.number,
+            citation.id,
+            citation.title,
+            citation.year or "",
+            "; ".join(paper.authors) if paper else "",
+            (paper.url if paper else None) or "",
+            citation.passage,
+        ]
         writer.writerow([_inert_cell(value) for value in row])
     return out.getvalue()
 
@@ -93,7 +103,9 @@ def _inert_cell(value: object) -> object:
     return value
 
 
-def write_exports(citations: Sequence[Citation], papers: dict[str, Paper], export_dir: Path) -> tuple[str, str]:
+def write_exports(
+    citations: Sequence[Citation], papers: dict[str, Paper], export_dir: Path
+) -> tuple[str, str]:
     """Write the BibTeX and CSV files of these papers into a new folder; their paths."""
     folder = export_dir / uuid.uuid4().hex
     folder.mkdir(parents=True)

@@ -8,7 +8,7 @@ sets `"status": "confirmed"`, and the question set grows from real use.
 
     >>> record = feedback_record("Which papers prune ResNet-50?", "2 papers match: ...", "list",
     ...                          ["Pruning A"], "extractive", "thumbs-down", "missed Pruning B",
-    ...                          now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    ...                          now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     >>> record["status"], record["gold_titles"], record["note"], record["timestamp"]
     ('unconfirmed', ['Pruning A'], 'missed Pruning B', '2026-01-02T03:04:05+00:00')
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from platformdirs import user_data_dir
@@ -34,14 +34,31 @@ def feedback_file(settings: Settings) -> Path:
     return settings.ui.feedback_file or Path(user_data_dir("paperchat", appauthor=False)) / "feedback.jsonl"
 
 
-def feedback_record(question: str, answer: str, kind: str, cited_titles: list[str], answerer: str,
-                    verdict: str, note: str = "", now: datetime | None = None) -> dict:
+def feedback_record(
+    question: str,
+    answer: str,
+    kind: str,
+    cited_titles: list[str],
+    answerer: str,
+    verdict: str,
+    note: str = "",
+    now: datetime | None = None,
+) -> dict:
     """One candidate eval question. The cited titles stand as the gold papers until a person corrects them."""
-    now = now or datetime.now(timezone.utc)
-    return {"id": f"feedback-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", "question": question, "kind": kind,
-            "gold_titles": list(cited_titles) if kind != "none" else [], "must_mention": [],
-            "status": UNCONFIRMED, "verdict": verdict, "note": note.strip(), "answer": answer,
-            "answerer": answerer, "timestamp": now.isoformat(timespec="seconds")}
+    now = now or datetime.now(UTC)
+    return {
+        "id": f"feedback-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
+        "question": question,
+        "kind": kind,
+        "gold_titles": list(cited_titles) if kind != "none" else [],
+        "must_mention": [],
+        "status": UNCONFIRMED,
+        "verdict": verdict,
+        "note": note.strip(),
+        "answer": answer,
+        "answerer": answerer,
+        "timestamp": now.isoformat(timespec="seconds"),
+    }
 
 
 def save_feedback(path: Path, record: dict) -> None:

@@ -25,7 +25,8 @@ CSS = """
 .pc-header { font-size: 0.92rem; color: var(--body-text-color-subdued); }
 .pc-header h1 { font-size: 1.45rem; margin: 0 0 0.2rem 0; color: var(--body-text-color); }
 .pc-status { color: var(--body-text-color-subdued); font-size: 0.9em; margin-bottom: 0.4rem; }
-.pc-status .pc-spin { display: inline-block; width: 0.55em; height: 0.55em; border-radius: 50%; margin-right: 0.3em;
+.pc-status .pc-spin { display: inline-block; width: 0.55em; height: 0.55em; border-radius: 50%;
+                      margin-right: 0.3em;
                       background: var(--color-accent); animation: pc-pulse 1.2s ease-in-out infinite; }
 @keyframes pc-pulse { 50% { opacity: 0.35; } }
 .pc-notice { border-left: 3px solid #d97706; background: rgba(217, 119, 6, 0.08); padding: 0.35rem 0.6rem;
@@ -55,14 +56,15 @@ CSS = """
 .pc-sources .pc-meta { color: var(--body-text-color-subdued); margin-bottom: 0.35rem; }
 .pc-empty { color: var(--body-text-color-subdued); font-size: 0.9rem; }
 .pc-years-note { color: var(--body-text-color-subdued); font-size: 0.85rem; }
-#pc-new, #pc-stop { white-space: nowrap; }
+#pc-new, #pc-stop { white-space: nowrap; flex: none !important; width: auto !important;
+                    min-width: max-content !important; }
 #pc-chat { height: min(620px, calc(100dvh - 260px)) !important; min-height: 320px; }
 @media (max-width: 640px) {
   .pc-header { font-size: 0.8rem; }
   .pc-header h1 { font-size: 1.15rem; }
   #pc-chat { height: calc(100dvh - 250px) !important; }
   #pc-ask-row { flex-wrap: nowrap !important; }
-  #pc-new, #pc-stop { min-width: 0 !important; flex-grow: 0 !important; padding: 0 0.6rem; }
+  #pc-new, #pc-stop { padding: 0 0.6rem; }
 }
 footer { display: none !important; }
 """
@@ -101,7 +103,14 @@ _WWW = re.compile(r"\bwww\.", re.IGNORECASE)
 _TEX_ESCAPED = re.compile(r"\\([%&_#$'])")
 _TEX_WORDS = {"\\eg": "e.g.", "\\ie": "i.e.", "\\etal": "et al.", "\\etc": "etc."}
 _TEX_WORD = re.compile(r"\\(eg|ie|etal|etc)\b\.?")
-_TEX_MATH = {r"$\sim$": "~", r"$\times$": "×", r"$\pm$": "±", r"$\approx$": "≈", r"$\geq$": "≥", r"$\leq$": "≤"}
+_TEX_MATH = {
+    r"$\sim$": "~",
+    r"$\times$": "×",
+    r"$\pm$": "±",
+    r"$\approx$": "≈",
+    r"$\geq$": "≥",
+    r"$\leq$": "≤",
+}
 
 
 def untex(text: str) -> str:
@@ -152,7 +161,7 @@ def paper_numbers(sources: Sources) -> dict[str, int]:
 
 
 def related_papers(sources: Sources) -> list[RetrievedPaper]:
-    """The possibly related papers: some evidence, too weak to count (the judge's order, most probable first)."""
+    """The possibly related papers: some evidence, too weak to count (most probable first)."""
     matching = {paper.id for paper in sources.matching}
     papers = getattr(sources, "related", None) or [p for p in sources.retrieved if p.related]
     return [paper for paper in papers if paper.id not in matching]
@@ -172,6 +181,7 @@ def renumber(text: str, ids_by_number: Mapping[int, str], numbers: Mapping[str, 
     >>> renumber("A [1]. B [2, 3]. C [9].", {1: "x", 2: "y", 3: "x"}, {"x": 4, "y": 1})
     'A [4]. B [1, 4]. C .'
     """
+
     def new_marker(match: re.Match) -> str:
         shown = []
         for raw in match.group(1).split(","):
@@ -198,10 +208,13 @@ def _paper_entry(paper: RetrievedPaper, number: int, evidence: str) -> str:
     year = f" ({paper.year})" if paper.year else ""
     passage = f'<div class="pc-passage">“{as_paper_text(evidence)}”</div>' if evidence else ""
     abstract = paper.abstract or paper.passage
-    details = (f"<details><summary>Abstract</summary><p>{as_paper_text(abstract)}</p></details>"
-               if abstract else "")
-    return (f'<div class="pc-cite" data-paper="{number}"><b>[{number}]</b> {as_paper_text(paper.title)}{year}'
-            f"{passage}{details}</div>")
+    details = (
+        f"<details><summary>Abstract</summary><p>{as_paper_text(abstract)}</p></details>" if abstract else ""
+    )
+    return (
+        f'<div class="pc-cite" data-paper="{number}"><b>[{number}]</b> {as_paper_text(paper.title)}{year}'
+        f"{passage}{details}</div>"
+    )
 
 
 def evidence_of(paper: RetrievedPaper, query: str, sentences: int = 1) -> str:
@@ -212,16 +225,23 @@ def evidence_of(paper: RetrievedPaper, query: str, sentences: int = 1) -> str:
 def render_papers(sources: Sources, numbers: Mapping[str, int]) -> str:
     """The useful answer, known as soon as retrieval has judged: the matching papers with their evidence,
     possibly related papers beneath them (outside the count), or a plain "nothing here answers it"."""
-    searched = (f'<div class="pc-searched">searched as “{as_text(sources.search_query)}”</div>'
-                if sources.search_query and sources.search_query != sources.question else "")
+    searched = (
+        f'<div class="pc-searched">searched as “{as_text(sources.search_query)}”</div>'
+        if sources.search_query and sources.search_query != sources.question
+        else ""
+    )
     if sources.abstained or not sources.matching:
         nearest = sources.retrieved[:3]
-        listing = "; ".join(f"[{numbers[p.id]}] {as_paper_text(p.title)}" + (f" ({p.year})" if p.year else "")
-                            for p in nearest)
-        return (f'<div class="pc-papers pc-abstain"><h4>No paper in this collection answers '
-                f'“{as_text(sources.question)}”</h4>{searched}'
-                + (f"<div>The nearest papers, which do not answer it: {listing}.</div>" if nearest else "")
-                + "</div>")
+        listing = "; ".join(
+            f"[{numbers[p.id]}] {as_paper_text(p.title)}" + (f" ({p.year})" if p.year else "")
+            for p in nearest
+        )
+        return (
+            f'<div class="pc-papers pc-abstain"><h4>No paper in this collection answers '
+            f"“{as_text(sources.question)}”</h4>{searched}"
+            + (f"<div>The nearest papers, which do not answer it: {listing}.</div>" if nearest else "")
+            + "</div>"
+        )
     count = len(sources.matching)
     if sources.kind == "list":
         heading = f"{count} matching paper{'s' if count != 1 else ''}"
@@ -229,14 +249,17 @@ def render_papers(sources: Sources, numbers: Mapping[str, int]) -> str:
         heading = "The paper that answers it"
     shown = sources.matching if sources.kind == "list" else sources.matching[:1]
     per_paper = 1 if sources.kind == "list" else 2
-    entries = "".join(_paper_entry(p, numbers[p.id], evidence_of(p, sources.search_query, per_paper))
-                      for p in shown)
+    entries = "".join(
+        _paper_entry(p, numbers[p.id], evidence_of(p, sources.search_query, per_paper)) for p in shown
+    )
     related = related_papers(sources)
     related_html = ""
     if related:
-        related_html = ('<div class="pc-related"><h5>Possibly related (some evidence, not counted above)</h5>'
-                        + "".join(_paper_entry(p, numbers[p.id], evidence_of(p, sources.search_query))
-                                  for p in related) + "</div>")
+        related_html = (
+            '<div class="pc-related"><h5>Possibly related (some evidence, not counted above)</h5>'
+            + "".join(_paper_entry(p, numbers[p.id], evidence_of(p, sources.search_query)) for p in related)
+            + "</div>"
+        )
     return f'<div class="pc-papers"><h4>{heading}</h4>{searched}{entries}{related_html}</div>'
 
 
@@ -255,11 +278,15 @@ def without_match_list(text: str) -> str:
 def render_synthesis(label: str, text: str) -> str:
     """The LLM's own words beneath the papers (its `[n]` already in the page's numbering)."""
     body = as_text(without_match_list(text).strip()).replace("\n", "<br>")
-    return f'<div class="pc-synthesis"><h4>{as_text(label)}</h4><div class="pc-synthesis-text">{body}</div></div>'
+    return (
+        f'<div class="pc-synthesis"><h4>{as_text(label)}</h4>'
+        f'<div class="pc-synthesis-text">{body}</div></div>'
+    )
 
 
-def render_message(papers_html: str = "", status: str = "", notice: str | None = None,
-                   synthesis: str = "") -> str:
+def render_message(
+    papers_html: str = "", status: str = "", notice: str | None = None, synthesis: str = ""
+) -> str:
     """The assistant message in its fixed order: state, papers, notice, synthesis.
 
     The parts are joined without blank lines, so that Markdown sees one HTML block and leaves it be.
@@ -281,21 +308,31 @@ def render_sources(sources: Sources | None, numbers: Mapping[str, int] | None = 
     matching = {paper.id for paper in sources.matching}
     related_ids = {paper.id for paper in related_papers(sources)}
     related = len(related_ids)
-    verdict = ("no paper answers the question" if sources.abstained
-               else f"{len(sources.matching)} matching" + (f" · {related} possibly related" if related else ""))
-    searched = (f' · searched as “{as_text(sources.search_query)}”'
-                if sources.search_query and sources.search_query != sources.question else "")
+    verdict = (
+        "no paper answers the question"
+        if sources.abstained
+        else f"{len(sources.matching)} matching" + (f" · {related} possibly related" if related else "")
+    )
+    searched = (
+        f" · searched as “{as_text(sources.search_query)}”"
+        if sources.search_query and sources.search_query != sources.question
+        else ""
+    )
     rows = []
     for paper in sorted(sources.retrieved, key=lambda p: numbers[p.id]):
         kind = "match" if paper.id in matching else "related" if paper.id in related_ids else "retrieved"
         css = {"match": "pc-in", "related": "pc-related", "retrieved": "pc-out"}[kind]
-        rows.append(f'<tr class="{css}"><td class="num">{numbers[paper.id]}</td>'
-                    f'<td class="num">{paper.year or "–"}</td><td class="pc-verdict">{VERDICTS[kind]}</td>'
-                    f"<td>{as_paper_text(paper.title)}</td></tr>")
-    return (f'<div class="pc-sources"><div class="pc-meta">{len(sources.retrieved)} retrieved · {verdict}'
-            f'{searched}</div><table><thead><tr><th>#</th><th>Year</th><th title="what the judge made of the '
-            f'paper: it answers the question, it has some evidence, or it was only retrieved">Judged</th>'
-            f'<th>Title</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+        rows.append(
+            f'<tr class="{css}"><td class="num">{numbers[paper.id]}</td>'
+            f'<td class="num">{paper.year or "–"}</td><td class="pc-verdict">{VERDICTS[kind]}</td>'
+            f"<td>{as_paper_text(paper.title)}</td></tr>"
+        )
+    return (
+        f'<div class="pc-sources"><div class="pc-meta">{len(sources.retrieved)} retrieved · {verdict}'
+        f'{searched}</div><table><thead><tr><th>#</th><th>Year</th><th title="what the judge made of the '
+        f'paper: it answers the question, it has some evidence, or it was only retrieved">Judged</th>'
+        f"<th>Title</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 # --- the year chart ---------------------------------------------------------------------------
@@ -331,5 +368,6 @@ def histogram_label(papers: Sequence[RetrievedPaper]) -> str:
     dated = sum(1 for paper in papers if paper.year)
     undated = len(papers) - dated
     share = round(100 * dated / len(papers)) if papers else 0
-    return (f"{dated} of {len(papers)} matching papers are dated ({share}%)"
-            + (f"; {undated} undated are not shown" if undated else ""))
+    return f"{dated} of {len(papers)} matching papers are dated ({share}%)" + (
+        f"; {undated} undated are not shown" if undated else ""
+    )
