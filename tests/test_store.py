@@ -1,0 +1,93 @@
+"""PaperIndex's own methods: what retrieval, the UI, ingest and the benchmark read and write through it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from rag.chunking import chunk_paper
+from rag.embeddings import make_embeddings
+from rag.papers import Paper
+from rag.store import PaperIndex
+from tests.conftest import SMALL_CORPUS, make_settings
+
+
+def corpus() -> list[dict]:
+    return [json.loads(line) for line in SMALL_CORPUS.read_text(encoding="utf-8").splitlines()]
+
+
+def mentioning(pattern: str) -> set[str]:
+    """Ids of the fixture papers whose title or abstract matches `pattern` (a regex, any case)."""
+    return {p["id"] for p in corpus() if re.search(pattern, p["title"] + " " + p["abstract"], re.IGNORECASE)}
+
+
+@pytest.fixture(scope="module")
+def index(small_index):
+    opened = PaperIndex.open(small_index, make_embeddings(small_index.embedding))
+    yield opened
+    opened.close()
+
+
+def test_records_titles_and_years_are_those_ingested(index):
+    papers = corpus()
+    assert index.paper_count() == len(papers)
+    assert index.titles() == {p["id"]: p["title"] for p in papers}
+    assert sorted(index.years()) == sorted(p["year"] for p in papers if p["year"])
+    first = papers[0]
+    assert index.papers([first["id"], "no-such-paper"])[first["id"]].abstract == first["abstract"]
+
+
+def test_document_frequency_counts_papers_not_chunks(index):
+    # a paper with several chunks that all carry the term in their title still counts once
+    assert index.document_frequency('"fp8"') == len(mentioning(r"\bfp8\b"))
+    assert index.document_frequency('"resnet 50"') == len(mentioning(r"\bresnet[-\s]50\b"))
+    either = mentioning(r"\bfp8\b") | mentioning(r"\bdistil")
+    assert index.document_frequency('"fp8" OR "distillation" OR "distilled" OR "distill"') == len(either)
+    assert index.document_frequency('"nonexistentterm"') == 0
+
+
+def test_lexical_search_finds_the_papers_with_the_rare_terms_despite_common_words(index):
+    # "neural", "network", "models" are in most chunks of this corpus: the hits come from the rare terms,
+    # the same chunks in the same order as for the question without those words
+    hits = index.lexical_search("Which deep neural network papers prune ResNet-50 models?", limit=5)
+    assert hits and {paper_id for _, paper_id, _ in hits} <= mentioning(r"\bprun|\bresnet")
+    without = index.lexical_search("Which deep papers prune ResNet-50?", limit=5)
+    assert [chunk_id for chunk_id, _, _ in hits] == [chunk_id for chunk_id, _, _ in without]
+    scores = [score for _, _, score in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert index.lexical_search("which papers?", limit=5) == []
+
+
+def test_vectors_of_returns_every_chunk_of_the_papers_asked_for(index):
+    hits = index.lexical_search("FP8", limit=50)
+    wanted = sorted({paper_id for _, paper_id, _ in hits})
+    found = index.vectors_of(wanted + ["no-such-paper"])
+    assert set(found.paper_ids) == set(wanted)
+    assert set(found.chunk_ids) >= {chunk_id for chunk_id, _, _ in hits}
+    assert found.matrix.shape == (len(found.chunk_ids), 384)
+    assert index.vectors_of([]).chunk_ids == []
+
+
+def test_bulk_write_is_searchable_and_term_statistics_follow_writes(tmp_path):
+    settings = make_settings(tmp_path / "index")
+    index = PaperIndex.open(settings, None, create=True)
+    try:
+        papers = [Paper(f"Paper {n} on quokkanetworks" if n == 3 else f"Paper {n}", f"Abstract number {n}. It ends.",
+                        id=f"p{n}") for n in range(6)]
+        chunks = [c for p in papers for c in chunk_paper(p, 256, lambda t: len(t.split()))]
+        vectors = np.random.default_rng(0).normal(size=(len(chunks), 8)).astype(np.float32)
+        assert index.document_frequency('"quokkanetworks"') == 0
+        index.write_bulk(papers[:3], chunks[:3], vectors[:3])
+        assert index.document_frequency('"quokkanetworks"') == 0
+        index.write_bulk(papers[3:], chunks[3:], vectors[3:])
+        assert index.document_frequency('"quokkanetworks"') == 1  # the cached 0 is not served after a write
+        assert index.paper_count() == 6 and not index.pending_papers()
+        nearest = index.dense_search(vectors[4].tolist(), limit=1)
+        assert nearest[0].chunk_id == chunks[4].id
+        index.delete(["p3"])
+        assert index.document_frequency('"quokkanetworks"') == 0
+    finally:
+        index.close()
