@@ -2,8 +2,8 @@
 
 No cross-encoder ships offline, so this is off by default (`retrieval.reranker_path` unset) and
 the default pipeline meets its bars without it. When configured, the top papers are re-scored
-on (question, title + best passage) pairs and re-ordered; the scores land in
-`metadata["rerank"]` so the judge and the sources panel can show them.
+on (question, title + best passage) pairs and re-ordered; each score is kept in
+`metadata["rerank"]` (the order is what changes: neither the judge nor the UI reads the score).
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ class Retrieval:
 
 
 class Retriever:
-    """Dense + lexical search over a `PaperIndex`, fused with weighted reciprocal-rank fusion.
+    """Dense + lexical search over a `PaperIndex`, fused per paper (`fuse`: z-score by default, or RRF).
 
     Besides the fused rank, each paper gets the per-paper signals `rag.judge` decides with:
     `dense` (cosine of its best chunk, computed for lexical-only hits too), `coverage` (IDF-weighted
