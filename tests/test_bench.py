@@ -17,8 +17,10 @@ from tests.conftest import make_settings
 
 
 def test_synthetic_papers_keep_the_real_chunk_metadata_and_unit_vectors():
-    base = [Paper("Pruning ResNet-50", "We prune ResNet-50. It keeps 76% top-1. Code is public.", year=2021),
-            Paper("LoRA for vision", "Low-rank adapters tune ViTs. They save memory.", year=2023)]
+    base = [
+        Paper("Pruning ResNet-50", "We prune ResNet-50. It keeps 76% top-1. Code is public.", year=2021),
+        Paper("LoRA for vision", "Low-rank adapters tune ViTs. They save memory.", year=2023),
+    ]
     vectors = [np.eye(1, 8, 0, dtype=np.float32), np.eye(1, 8, 1, dtype=np.float32)]
     batches = list(synthetic_batches(base, vectors, total=5, batch_papers=2, seed=1))
     papers = [p for b in batches for p in b.papers]
@@ -32,13 +34,22 @@ def test_synthetic_papers_keep_the_real_chunk_metadata_and_unit_vectors():
 
 def _measured(papers: int, build_s: float, p95_ms: float) -> dict:
     latency = {key: {"median": p95_ms, "min": p95_ms, "max": p95_ms, "n": 1} for key in ("p50", "p95")}
-    return {"status": "ok", "papers": papers, "papers_requested": papers, "build_s": build_s,
-            "disk_mib": papers / 100, "rss_mib": 500.0, "latency_ms": latency, "load_average_query": [1.0]}
+    return {
+        "status": "ok",
+        "papers": papers,
+        "papers_requested": papers,
+        "build_s": build_s,
+        "build_cpu_s": build_s,
+        "disk_mib": papers / 100,
+        "rss_mib": 500.0,
+        "latency_ms": latency,
+        "load_average_query": [1.0],
+    }
 
 
 def test_extrapolation_follows_the_measured_growth_and_is_checked_against_a_measured_size():
     # Build time linear in papers, latency growing as the square root of papers.
-    rows = [_measured(n, n / 100, 2 * n ** 0.5) for n in (1_000, 10_000, 100_000)]
+    rows = [_measured(n, n / 100, 2 * n**0.5) for n in (1_000, 10_000, 100_000)]
     result = extrapolate(rows, [1_000_000])
     predicted = result["predictions"][0]
     assert predicted["fit_from"] == [10_000, 100_000]
@@ -50,16 +61,36 @@ def test_extrapolation_follows_the_measured_growth_and_is_checked_against_a_meas
 
 def test_targets_mark_extrapolated_cells_and_never_pick_a_faster_backend_that_changes_answers():
     variant = {"load_average": [1.0]}
-    results = {"embedding": {"variants": [
-        {**variant, "variant": "default", "abstracts_per_s": {"median": 20.0, "min": 20.0, "max": 20.0, "n": 1},
-         "overlap_at_10": 1.0},
-        {**variant, "variant": "int8", "abstracts_per_s": {"median": 40.0, "min": 40.0, "max": 40.0, "n": 1},
-         "overlap_at_10": 0.95},
-        {**variant, "variant": "fused fp32", "abstracts_per_s": {"median": 25.0, "min": 25.0, "max": 25.0, "n": 1},
-         "overlap_at_10": 0.995}]},
-        "retrieval": {"sizes": [_measured(10_000, 30, 80.0), _measured(100_000, 300, 120.0)],
-                      "extrapolation": extrapolate([_measured(10_000, 30, 80.0), _measured(100_000, 300, 120.0)],
-                                                   [1_000_000])}}
+    results = {
+        "embedding": {
+            "variants": [
+                {
+                    **variant,
+                    "variant": "default",
+                    "abstracts_per_s": {"median": 20.0, "min": 20.0, "max": 20.0, "n": 1},
+                    "overlap_at_10": 1.0,
+                },
+                {
+                    **variant,
+                    "variant": "int8",
+                    "abstracts_per_s": {"median": 40.0, "min": 40.0, "max": 40.0, "n": 1},
+                    "overlap_at_10": 0.95,
+                },
+                {
+                    **variant,
+                    "variant": "fused fp32",
+                    "abstracts_per_s": {"median": 25.0, "min": 25.0, "max": 25.0, "n": 1},
+                    "overlap_at_10": 0.995,
+                },
+            ]
+        },
+        "retrieval": {
+            "sizes": [_measured(10_000, 30, 80.0), _measured(100_000, 300, 120.0)],
+            "extrapolation": extrapolate(
+                [_measured(10_000, 30, 80.0), _measured(100_000, 300, 120.0)], [1_000_000]
+            ),
+        },
+    }
     rows = {row["target"]: row for row in targets(results)}
     same_answers = next(row for name, row in rows.items() if "same answers" in name)
     assert "fused fp32" in same_answers["target"] and same_answers["met"] is False
@@ -72,10 +103,29 @@ def test_targets_mark_extrapolated_cells_and_never_pick_a_faster_backend_that_ch
 @pytest.mark.slow
 def test_bench_writes_json_and_markdown_at_a_tiny_size(tmp_path, bundled_index):
     out, work = tmp_path / "results", tmp_path / "work"
-    code = bench.main(["--sizes", "100,200", "--extrapolate", "1000", "--runs", "1", "--questions", "3",
-                       "--skip", "ingest,embedding,answer,llm,startup", "--base-papers", "40",
-                       "--bundled-index", str(bundled_index.store.index_dir), "--keep-indexes",
-                       "--work-dir", str(work), "--out", str(out)])
+    code = bench.main(
+        [
+            "--sizes",
+            "100,200",
+            "--extrapolate",
+            "1000",
+            "--runs",
+            "1",
+            "--questions",
+            "3",
+            "--skip",
+            "ingest,embedding,answer,llm,startup",
+            "--base-papers",
+            "40",
+            "--bundled-index",
+            str(bundled_index.store.index_dir),
+            "--keep-indexes",
+            "--work-dir",
+            str(work),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     data = json.loads((out / "bench.json").read_text())
     assert {"machine", "runs", "sizes", "retrieval", "targets"} <= set(data)

@@ -1,4 +1,5 @@
-"""`paperchat bench` / `python -m eval.bench`: run the sections, write bench.json, BENCHMARKS.md, growth.png."""
+"""`paperchat bench` / `python -m eval.bench`: run the sections, write bench.json, BENCHMARKS.md and
+growth.png."""
 
 from __future__ import annotations
 
@@ -18,29 +19,73 @@ SECTIONS = ("ingest", "embedding", "retrieval", "answer", "llm", "startup")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paperchat bench", description="Speed and memory benchmarks; writes "
-                                     "bench.json and BENCHMARKS.md.")
-    parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="synthetic corpus sizes, comma-separated")
-    parser.add_argument("--extrapolate", default="1000000,2500000",
-                        help="sizes to extrapolate to when not built, comma-separated")
-    parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement (median, min, max)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for bench.json, BENCHMARKS.md, plots")
+    parser = argparse.ArgumentParser(
+        prog="paperchat bench",
+        description="Speed and memory benchmarks; writes bench.json and BENCHMARKS.md.",
+    )
+    parser.add_argument(
+        "--sizes", default="1000,10000,100000,1000000", help="synthetic corpus sizes, comma-separated"
+    )
+    parser.add_argument(
+        "--extrapolate",
+        default="1000000,2500000",
+        help="sizes to extrapolate to when not built, comma-separated",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=5, help="repetitions of each measurement (median, min, max)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="folder for bench.json, BENCHMARKS.md, plots"
+    )
     parser.add_argument("--skip-llm", action="store_true", help="do not load the local LLM")
-    parser.add_argument("--quick", action="store_true", help="sizes 1000,10000 and 3 runs unless given; "
-                        "no bf16 or batch-64 torch variants")
-    parser.add_argument("--skip", default="", help=f"sections to leave out, comma-separated: {','.join(SECTIONS)}")
-    parser.add_argument("--work-dir", type=Path, help="scratch folder for indexes (default: a temporary folder)")
-    parser.add_argument("--keep-indexes", action="store_true", help="keep the large synthetic indexes in --work-dir")
-    parser.add_argument("--build-budget-s", type=float, default=1800,
-                        help="do not build a synthetic size predicted to take longer than this")
-    parser.add_argument("--bundled-index", type=Path,
-                        help="an ingested bundled corpus to read instead of ingesting one (it is not written)")
-    parser.add_argument("--base-papers", type=int, default=0, help="real papers the synthetic ones derive from (0 = all)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="sizes 1000,10000 and 3 runs unless given; no bf16 or batch-64 torch variants",
+    )
+    parser.add_argument(
+        "--skip", default="", help=f"sections to leave out, comma-separated: {','.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="scratch folder for indexes (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--keep-indexes", action="store_true", help="keep the large synthetic indexes in --work-dir"
+    )
+    parser.add_argument(
+        "--build-budget-s",
+        type=float,
+        default=1800,
+        help="do not build a synthetic size predicted to take longer than this",
+    )
+    parser.add_argument(
+        "--bundled-index",
+        type=Path,
+        help="an ingested bundled corpus to read instead of ingesting one (it is not written)",
+    )
+    parser.add_argument(
+        "--build-nice",
+        type=int,
+        default=15,
+        help="niceness of the synthetic index builds (a shared machine's other jobs come first)",
+    )
+    parser.add_argument(
+        "--base-papers", type=int, default=0, help="real papers the synthetic ones derive from (0 = all)"
+    )
     parser.add_argument("--questions", type=int, default=0, help="tune questions per retrieval run (0 = all)")
     parser.add_argument("--ingest-runs", type=int, help="runs of the bundled ingest (default: --runs)")
     parser.add_argument("--embedding-runs", type=int, help="runs of each embedding variant (default: --runs)")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the sections of an existing OUT/bench.json that this run skips")
+    parser.add_argument(
+        "--embedding-variants",
+        default="",
+        help="only the embedding variants whose name contains one of these, comma-separated "
+        "(the default torch path always runs)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the sections of an existing OUT/bench.json that this run skips",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODULE:FUNCTION", "PAYLOAD"), help=argparse.SUPPRESS)
     return parser
 
@@ -73,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="paperchat-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"argv": list(argv if argv is not None else sys.argv[1:]), "machine": machine_info(),
-                     "runs": args.runs, "sizes": sizes, "skipped": sorted(skip)}
+    results: dict = {
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+        "runs": args.runs,
+        "sizes": sizes,
+        "skipped": sorted(skip),
+    }
     if args.merge and (out / "bench.json").exists():
         previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
         for name in skip & set(previous):
@@ -108,20 +158,42 @@ def main(argv: list[str] | None = None) -> int:
 
     section("ingest", lambda: bench_ingest(work, args.ingest_runs or args.runs))
     fresh_ingest = "ingest" in results and "ingest" not in skip
-    bundled_dir = Path(results["ingest"]["index_dir"]) if fresh_ingest else args.bundled_index or work / "bundled"
+    bundled_dir = (
+        Path(results["ingest"]["index_dir"]) if fresh_ingest else args.bundled_index or work / "bundled"
+    )
     if not (bundled_dir / "paperchat-index.json").exists():
         ingest_bundled(bundled_dir)
-    section("embedding", lambda: bench_embedding(work, args.embedding_runs or args.runs, args.quick))
+    section(
+        "embedding",
+        lambda: bench_embedding(
+            work,
+            args.embedding_runs or args.runs,
+            args.quick,
+            tuple(p.strip() for p in args.embedding_variants.split(",") if p.strip()),
+        ),
+    )
     section("answer", lambda: bench_answer(bundled_dir, args.runs))
     section("llm", lambda: bench_llm(bundled_dir))
     section("startup", lambda: bench_startup(bundled_dir, min(args.runs, 3)))
 
     def retrieval() -> dict:
-        data = bench_retrieval(work, bundled_dir, sizes, args.runs, out, args.build_budget_s, args.base_papers,
-                               args.questions, tuple(_ints(args.extrapolate)), keep=args.keep_indexes)
+        data = bench_retrieval(
+            work,
+            bundled_dir,
+            sizes,
+            args.runs,
+            out,
+            args.build_budget_s,
+            args.base_papers,
+            args.questions,
+            tuple(_ints(args.extrapolate)),
+            keep=args.keep_indexes,
+            build_nice=args.build_nice,
+        )
         if plot_growth(data, out / "growth.png"):
             results["plot"] = "growth.png"
         return data
+
     section("retrieval", retrieval)
     save()
     if args.work_dir is None:

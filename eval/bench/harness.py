@@ -36,8 +36,12 @@ def spread(values: Sequence[float], digits: int = 2) -> dict:
     values = [float(v) for v in values]
     if not values:
         return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits), "n": len(values)}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "n": len(values),
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -49,14 +53,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
-def repeat(work: Callable[[], object], runs: int) -> tuple[list[float], object]:
-    """Run `work` `runs` times: the wall-clock seconds of each run, and the last run's result."""
-    seconds, result = [], None
+def repeat(work: Callable[[], object], runs: int) -> tuple[list[float], list[float], object]:
+    """Run `work` `runs` times: wall-clock and CPU seconds of each run, and the last run's result.
+
+    CPU seconds (all of this process's threads) are what a busy machine distorts least: on 2 cores
+    shared with other jobs the wall clock measures the neighbours as much as the code.
+    """
+    seconds, cpu_seconds, result = [], [], None
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = work()
         seconds.append(time.perf_counter() - started)
-    return seconds, result
+        cpu_seconds.append(time.process_time() - cpu_started)
+    return seconds, cpu_seconds, result
 
 
 def rss_bytes() -> int:
@@ -105,12 +114,20 @@ def machine_info() -> dict:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(ram / 2**30, 1) if ram else None,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "sentence_transformers": sentence_transformers.__version__,
-            "chromadb": chromadb.__version__, "load_average_at_start": load_average(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(ram / 2**30, 1) if ram else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "sentence_transformers": sentence_transformers.__version__,
+        "chromadb": chromadb.__version__,
+        "load_average_at_start": load_average(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def settings_for(index_dir: Path, **sections):
@@ -127,11 +144,12 @@ def questions(limit: int = 0) -> list[str]:
     """The tune set's stand-alone questions (follow-ups need their conversation), first `limit` (0 = all)."""
     rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
     texts = [row["question"] for row in rows if not row.get("follow_up_of")]
-    return texts[:limit or None]
+    return texts[: limit or None]
 
 
-def run_child(function: Callable[[dict], dict], payload: dict, timeout_s: float = 3600,
-              nice: int = 0) -> dict:
+def run_child(
+    function: Callable[[dict], dict], payload: dict, timeout_s: float = 3600, nice: int = 0
+) -> dict:
     """`function(payload)` in a fresh interpreter: clean memory figures, no shared caches.
 
     `function` must be a module-level function of an importable module; its dict result comes
@@ -142,7 +160,9 @@ def run_child(function: Callable[[dict], dict], payload: dict, timeout_s: float 
     if nice:
         command = ["nice", "-n", str(nice), *command]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"benchmark child {target} failed (exit {done.returncode}): {done.stderr[-2000:]}")

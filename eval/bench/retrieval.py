@@ -40,7 +40,8 @@ SYNTHETIC_DESCRIPTION = (
     "the source), renormalised, so no model call is made per synthetic paper. They are written with "
     "PaperIndex.write_bulk (the rows PaperIndex.write writes, without its delete-before-insert); queries "
     "are the tune set's stand-alone questions, embedded by the real model on every call. Chroma's HNSW "
-    "index uses its defaults (cosine space, M 16, ef_construction 100, ef_search 100).")
+    "index uses its defaults (cosine space, M 16, ef_construction 100, ef_search 100)."
+)
 
 
 def base_vectors(index_dir: Path, base_papers: int = 0) -> tuple[list, list[np.ndarray]]:
@@ -49,7 +50,7 @@ def base_vectors(index_dir: Path, base_papers: int = 0) -> tuple[list, list[np.n
 
     index = PaperIndex.open(settings_for(index_dir))
     try:
-        ids = sorted(index.content_hashes())[:base_papers or None]
+        ids = sorted(index.content_hashes())[: base_papers or None]
         papers = index.papers(ids)
         stored = index.vectors_of(ids)
     finally:
@@ -79,13 +80,13 @@ def child_build(payload: dict) -> dict:
     settings = settings_for(index_dir)
     lookup = LookupEmbeddings()
     index = PaperIndex.open(settings, lookup, create=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     chunks_total, last = 0, None
     for batch in synthetic_batches(base, vectors, payload["papers"], seed=payload["papers"]):
         index.write_bulk(batch.papers, batch.chunks, batch.vectors)
         chunks_total += len(batch.chunks)
         last = batch
-    build_s = time.perf_counter() - started
+    build_s, build_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     # An incremental re-ingest of 64 changed papers through the real PaperIndex.write (delete + add).
     papers = last.papers[:64]
     wanted = {p.id for p in papers}
@@ -96,9 +97,16 @@ def child_build(payload: dict) -> dict:
     update_s = time.perf_counter() - started
     count = index.paper_count()
     index.close()
-    return {"papers": count, "chunks": chunks_total, "build_s": round(build_s, 2),
-            "build_papers_per_s": round(payload["papers"] / build_s, 1), "update_64_papers_s": round(update_s, 3),
-            "peak_rss_bytes": peak_rss_bytes()}
+    return {
+        "papers": count,
+        "chunks": chunks_total,
+        "build_s": round(build_s, 2),
+        "build_papers_per_s": round(payload["papers"] / build_s, 1),
+        "build_cpu_s": round(build_cpu_s, 2),
+        "build_papers_per_cpu_s": round(payload["papers"] / build_cpu_s, 1),
+        "update_64_papers_s": round(update_s, 3),
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
 
 
 def child_query(payload: dict) -> dict:
@@ -130,11 +138,23 @@ def child_query(payload: dict) -> dict:
                 stages.setdefault(stage.removeprefix("retrieval_"), []).append(seconds * 1000)
         if profiler and run == 0:
             profiler.stop()
-        runs.append({"p50": percentile(totals, 50), "p95": percentile(totals, 95), "max": max(totals),
-                     "stages_p50": {k: percentile(v, 50) for k, v in stages.items()},
-                     "stages_p95": {k: percentile(v, 95) for k, v in stages.items()}})
-    out = {"runs": runs, "rss_bytes": rss_bytes(), "rss_after_open_bytes": rss_open, "peak_rss_bytes": peak_rss_bytes(),
-           "questions": len(asked), "papers": index.paper_count()}
+        runs.append(
+            {
+                "p50": percentile(totals, 50),
+                "p95": percentile(totals, 95),
+                "max": max(totals),
+                "stages_p50": {k: percentile(v, 50) for k, v in stages.items()},
+                "stages_p95": {k: percentile(v, 95) for k, v in stages.items()},
+            }
+        )
+    out = {
+        "runs": runs,
+        "rss_bytes": rss_bytes(),
+        "rss_after_open_bytes": rss_open,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "questions": len(asked),
+        "papers": index.paper_count(),
+    }
     if profiler:
         Path(payload["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
         out["profile_path"] = payload["profile"]
@@ -152,8 +172,14 @@ def power_fit(x1: float, y1: float, x2: float, y2: float):
     return lambda x: y2 * (x / x2) ** b
 
 
-EXTRAPOLATED = {"build_s": "build_s", "disk_mib": "disk_mib", "rss_mib": "rss_mib",
-                "p50_ms": ("latency_ms", "p50"), "p95_ms": ("latency_ms", "p95")}
+EXTRAPOLATED = {
+    "build_s": "build_s",
+    "build_cpu_s": "build_cpu_s",
+    "disk_mib": "disk_mib",
+    "rss_mib": "rss_mib",
+    "p50_ms": ("latency_ms", "p50"),
+    "p95_ms": ("latency_ms", "p95"),
+}
 
 
 def _value(row: dict, key) -> float:
@@ -171,40 +197,72 @@ def extrapolate(rows: list[dict], sizes: list[int]) -> dict:
         check = {"fit_from": [a["papers"], b["papers"]], "papers": c["papers"]}
         for name, key in EXTRAPOLATED.items():
             predicted = power_fit(a["papers"], _value(a, key), b["papers"], _value(b, key))(c["papers"])
-            check[name] = {"predicted": round(predicted, 1), "measured": _value(c, key),
-                           "ratio": round(_value(c, key) / predicted, 2) if predicted else None}
+            check[name] = {
+                "predicted": round(predicted, 1),
+                "measured": _value(c, key),
+                "ratio": round(_value(c, key) / predicted, 2) if predicted else None,
+            }
         checks.append(check)
     if len(ok) >= 2:
         a, b = ok[-2], ok[-1]
         for size in sizes:
             row = {"papers": size, "fit_from": [a["papers"], b["papers"]]}
             for name, key in EXTRAPOLATED.items():
-                row[name] = round(power_fit(a["papers"], _value(a, key), b["papers"], _value(b, key))(size), 1)
+                row[name] = round(
+                    power_fit(a["papers"], _value(a, key), b["papers"], _value(b, key))(size), 1
+                )
             predictions.append(row)
-    return {"checks": checks, "predictions": predictions,
-            "note": "y = a * papers^b through two measured sizes (b from their ratio); a check fits two sizes "
-                    "and compares with the next measured size (ratio = measured / predicted)"}
+    return {
+        "checks": checks,
+        "predictions": predictions,
+        "note": "y = a * papers^b through two measured sizes (b from their ratio); a check fits two sizes "
+        "and compares with the next measured size (ratio = measured / predicted)",
+    }
 
 
-def bench_retrieval(work: Path, bundled_dir: Path, sizes: list[int], runs: int, out: Path,
-                    build_budget_s: float, base_papers: int = 0, question_limit: int = 0,
-                    extrapolate_to: tuple[int, ...] = (1_000_000, 2_500_000), keep: bool = False) -> dict:
+def bench_retrieval(
+    work: Path,
+    bundled_dir: Path,
+    sizes: list[int],
+    runs: int,
+    out: Path,
+    build_budget_s: float,
+    base_papers: int = 0,
+    question_limit: int = 0,
+    extrapolate_to: tuple[int, ...] = (1_000_000, 2_500_000),
+    keep: bool = False,
+    build_nice: int = 15,
+) -> dict:
     rows = []
     rate = None
     for size in sizes:
         row: dict = {"papers_requested": size}
         if rate is not None and size / rate > build_budget_s:
-            row.update(status="not run", predicted_build_s=round(size / rate),
-                       reason=f"build predicted at {size / rate / 60:.0f} min from the "
-                              f"{rate:.0f} papers/s measured at the largest size built (budget "
-                              f"{build_budget_s / 60:.0f} min)")
+            row.update(
+                status="not run",
+                predicted_build_s=round(size / rate),
+                reason=f"build predicted at {size / rate / 60:.0f} min from the "
+                f"{rate:.0f} papers/s measured at the largest size built (budget "
+                f"{build_budget_s / 60:.0f} min)",
+            )
             rows.append(row)
             continue
         index_dir = work / f"scale-{size}"
-        print(f"[bench] building {size} synthetic papers (nice 15) ...", file=sys.stderr, flush=True)
+        print(
+            f"[bench] building {size} synthetic papers (nice {build_nice}) ...", file=sys.stderr, flush=True
+        )
         build_load = load_average()
-        build = run_child(child_build, {"index_dir": str(index_dir), "bundled_dir": str(bundled_dir), "papers": size,
-                                        "base_papers": base_papers}, timeout_s=max(600, build_budget_s * 2), nice=15)
+        build = run_child(
+            child_build,
+            {
+                "index_dir": str(index_dir),
+                "bundled_dir": str(bundled_dir),
+                "papers": size,
+                "base_papers": base_papers,
+            },
+            timeout_s=max(600, build_budget_s * 2),
+            nice=build_nice,
+        )
         rate = build["build_papers_per_s"]
         print(f"[bench] built in {build['build_s']} s; querying ...", file=sys.stderr, flush=True)
         payload = {"index_dir": str(index_dir), "runs": runs, "questions": question_limit}
@@ -218,29 +276,49 @@ def bench_retrieval(work: Path, bundled_dir: Path, sizes: list[int], runs: int, 
             row["profile"] = profile_path.name
             row["profile_top"] = _profile_top(profile_path.read_text())
         stage_names = list(query["runs"][0]["stages_p50"])
-        row.update(status="ok", papers=query["papers"], chunks=build["chunks"], build_s=build["build_s"],
-                   build_papers_per_s=build["build_papers_per_s"],
-                   build_peak_rss_mib=round(build["peak_rss_bytes"] / 2**20),
-                   update_64_papers_s=build["update_64_papers_s"], questions=query["questions"],
-                   latency_ms={"p50": spread([r["p50"] for r in query["runs"]], 1), "p95": p95,
-                               "max": spread([r["max"] for r in query["runs"]], 1)},
-                   stages_ms_p50={k: spread([r["stages_p50"][k] for r in query["runs"]], 2) for k in stage_names},
-                   stages_ms_p95={k: spread([r["stages_p95"][k] for r in query["runs"]], 2) for k in stage_names},
-                   disk_mib=round(dir_bytes(index_dir) / 2**20, 1), rss_mib=round(query["rss_bytes"] / 2**20),
-                   query_peak_rss_mib=round(query["peak_rss_bytes"] / 2**20),
-                   load_average_build=build_load, load_average_query=query_load, load_average=load_average())
+        row.update(
+            status="ok",
+            papers=query["papers"],
+            chunks=build["chunks"],
+            build_s=build["build_s"],
+            build_papers_per_s=build["build_papers_per_s"],
+            build_cpu_s=build["build_cpu_s"],
+            build_papers_per_cpu_s=build["build_papers_per_cpu_s"],
+            build_nice=build_nice,
+            build_peak_rss_mib=round(build["peak_rss_bytes"] / 2**20),
+            update_64_papers_s=build["update_64_papers_s"],
+            questions=query["questions"],
+            latency_ms={
+                "p50": spread([r["p50"] for r in query["runs"]], 1),
+                "p95": p95,
+                "max": spread([r["max"] for r in query["runs"]], 1),
+            },
+            stages_ms_p50={k: spread([r["stages_p50"][k] for r in query["runs"]], 2) for k in stage_names},
+            stages_ms_p95={k: spread([r["stages_p95"][k] for r in query["runs"]], 2) for k in stage_names},
+            disk_mib=round(dir_bytes(index_dir) / 2**20, 1),
+            rss_mib=round(query["rss_bytes"] / 2**20),
+            query_peak_rss_mib=round(query["peak_rss_bytes"] / 2**20),
+            load_average_build=build_load,
+            load_average_query=query_load,
+            load_average=load_average(),
+        )
         rows.append(row)
         if size >= 100_000 and not keep:
             shutil.rmtree(index_dir, ignore_errors=True)  # gigabytes; rebuilt on the next run
     measured = {r["papers_requested"] for r in rows if r["status"] == "ok"}
-    return {"synthetic": SYNTHETIC_DESCRIPTION, "sizes": rows, "questions": len(questions(question_limit)),
-            "extrapolation": extrapolate(rows, [s for s in (*sizes, *extrapolate_to) if s not in measured]),
-            "note": "PaperChat.search (question → judged sources: retrieval + judging, query embedding "
-                    "included); p50/p95 over the questions within a run, median (min-max) over runs; a fresh "
-                    "PaperChat per run, so per-concept caches start cold; builds run at nice 15"}
+    return {
+        "synthetic": SYNTHETIC_DESCRIPTION,
+        "sizes": rows,
+        "questions": len(questions(question_limit)),
+        "extrapolation": extrapolate(rows, [s for s in (*sizes, *extrapolate_to) if s not in measured]),
+        "note": "PaperChat.search (question → judged sources: retrieval + judging, query embedding "
+        "included); p50/p95 over the questions within a run, median (min-max) over runs; a fresh "
+        "PaperChat per run, so per-concept caches start cold; build CPU-s = CPU time of all the build "
+        "process's threads (Chroma's included)",
+    }
 
 
 def _profile_top(text: str, lines: int = 30) -> list[str]:
     body = [line for line in text.splitlines() if line.strip()]
     start = next((i for i, line in enumerate(body) if "search" in line or "retrieve" in line), 0)
-    return body[start:start + lines]
+    return body[start : start + lines]

@@ -25,9 +25,25 @@ def _time_to_page(bundled_dir: Path, timeout_s: float) -> float | str:
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "ui.cli", "serve", "--index", str(bundled_dir),
-                                "--port", str(port), "--llm", "extractive"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ui.cli",
+            "serve",
+            "--index",
+            str(bundled_dir),
+            "--port",
+            str(port),
+            "--llm",
+            "extractive",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         while True:
             if process.poll() is not None:
@@ -57,5 +73,9 @@ def bench_startup(bundled_dir: Path, runs: int, timeout_s: float = 240) -> dict:
         if isinstance(result, str):
             return {"status": "not measured", "reason": result}
         seconds.append(result)
-    return {"status": "ok", "seconds": spread(seconds), "load_average": load_average(),
-            "note": "launch of `python -m ui.cli serve --llm extractive` to HTTP 200 on / (polled every 0.1 s)"}
+    return {
+        "status": "ok",
+        "seconds": spread(seconds),
+        "load_average": load_average(),
+        "note": "launch of `python -m ui.cli serve --llm extractive` to HTTP 200 on / (polled every 0.1 s)",
+    }
