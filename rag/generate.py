@@ -39,7 +39,7 @@ from rag.llm import LLMUnavailableError, token_counter, translate_llm_error
 CHARS_PER_TOKEN = 3.0
 TEMPLATE_TOKENS = 32  # the chat template's tokens around the two messages (ChatML: about 5 each)
 MAX_PROMPT_PAPERS = 5
-LIST_PROMPT_PAPERS = 5  # a list question shows its five best matches, two sentences each (the list is complete anyway)
+LIST_PROMPT_PAPERS = 5  # a list question shows its best matches, two sentences each (the list is complete)
 TOP_PAPER_SENTENCES = 4  # the paper judged to answer a fact question
 OTHER_PAPER_SENTENCES = 2
 MAX_EXCERPT_CHARS = 1200
@@ -143,14 +143,16 @@ def paper_statements(paper: RetrievedPaper) -> list[str]:
 def paper_block(number: int, paper: RetrievedPaper, excerpt: str) -> str:
     """One paper as the model sees it.
 
-    >>> print(paper_block(2, RetrievedPaper(id="a", title="Pruning <b>", year=2019, score=1, rank=1), "We prune."))
+    >>> paper = RetrievedPaper(id="a", title="Pruning <b>", year=2019, score=1, rank=1)
+    >>> print(paper_block(2, paper, "We prune."))
     <paper id=2 year=2019>
     Title: Pruning ‹b›
     We prune.
     </paper>
     """
     year = f" year={paper.year}" if paper.year else ""
-    return f"<paper id={number}{year}>\nTitle: {quote_paper_text(paper.title)}\n{quote_paper_text(excerpt)}\n</paper>"
+    title, text = quote_paper_text(paper.title), quote_paper_text(excerpt)
+    return f"<paper id={number}{year}>\nTitle: {title}\n{text}\n</paper>"
 
 
 def build_messages(question: str, kind: QuestionKind, excerpts: list[tuple[int, RetrievedPaper, str]],
@@ -219,17 +221,20 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
         # A synthesis over many papers needs their gist, not whole abstracts: the sentences that
         # make each one match.
         matching_ids = {paper.id for paper in matching}
-        candidates = [p for p in _matching_first(retrieved, matching) if p.id in matching_ids][:LIST_PROMPT_PAPERS]
+        candidates = [p for p in _matching_first(retrieved, matching) if p.id in matching_ids]
+        candidates = candidates[:LIST_PROMPT_PAPERS]
         sentences = [OTHER_PAPER_SENTENCES] * len(candidates)
     else:
         candidates = retrieved[:max_papers]
         sentences = [TOP_PAPER_SENTENCES] + [OTHER_PAPER_SENTENCES] * (len(candidates) - 1)
     # The prompt numbers each paper by its place in `retrieved` (so [n] in the stream already
     # means retrieved[n-1]), even when a list question shows them out of order.
-    excerpts = [(number_of[paper.id], paper, paper_excerpt(query, paper, n)) for paper, n in zip(candidates, sentences)]
+    excerpts = [(number_of[paper.id], paper, paper_excerpt(query, paper, n))
+                for paper, n in zip(candidates, sentences, strict=True)]
     count = token_counter(chat_model) or estimate_tokens
-    messages, shown_excerpts = fit_prompt(question, kind, excerpts, len(matching), context_tokens - max_tokens,
-                                          count, min_papers=min(len(excerpts), 3 if kind == "list" else 1))
+    messages, shown_excerpts = fit_prompt(question, kind, excerpts, len(matching),
+                                          budget_tokens=context_tokens - max_tokens, count_tokens=count,
+                                          min_papers=min(len(excerpts), 3 if kind == "list" else 1))
     shown = {number: paper for number, paper, _ in shown_excerpts}
     prompt_s = time.perf_counter() - started
 
@@ -315,7 +320,15 @@ def format_match_list(matching: list[RetrievedPaper], position: dict[str, int]) 
     return "\n".join(lines)
 
 
-_STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "been", "by", "can", "do", "does", "for", "from", "has", "have", "how", "in", "into", "is", "it", "its", "of", "on", "or", "our", "that", "the", "their", "them", "these", "they", "this", "those", "to", "using", "was", "we", "were", "which", "while", "with", "what", "when", "where", "who", "why", "will", "paper", "papers", "study", "method", "methods", "approach", "results", "show", "shows", "propose", "proposes", "proposed", "yes", "no", "both", "also", "all", "each", "such", "than", "then", "there", "not", "but", "about", "more", "most", "use", "uses", "used", "other", "can", "may", "between", "based", "new", "work", "works", "authors", "research"])
+_STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "been", "by", "can", "do", "does", "for",
+                        "from", "has", "have", "how", "in", "into", "is", "it", "its", "of", "on", "or",
+                        "our", "that", "the", "their", "them", "these", "they", "this", "those", "to",
+                        "using", "was", "we", "were", "which", "while", "with", "what", "when", "where",
+                        "who", "why", "will", "paper", "papers", "study", "method", "methods", "approach",
+                        "results", "show", "shows", "propose", "proposes", "proposed", "yes", "no", "both",
+                        "also", "all", "each", "such", "than", "then", "there", "not", "but", "about", "more",
+                        "most", "use", "uses", "used", "other", "can", "may", "between", "based", "new",
+                        "work", "works", "authors", "research"])
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _MARKER_AFTER_STOP = re.compile(r"([.!?])[ \t]*((?:\[\d+(?:\s*,\s*\d+)*\][ \t]*)+)(?=\s|$)")
 SUPPORT_SHARE = 0.5  # of a cited sentence's content words that its papers must state
@@ -333,7 +346,8 @@ def tidy_markers(text: str) -> str:
 def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
     """`text` without the sentences that only restate a paper's title or a bare marker.
 
-    >>> p = [RetrievedPaper(id="a", title="Pruning On-the-Fly: A Recoverable Pruning Method", score=1, rank=1)]
+    >>> p = [RetrievedPaper(id="a", title="Pruning On-the-Fly: A Recoverable Pruning Method",
+    ...                     score=1, rank=1)]
     >>> drop_copied_titles("[1] Pruning On-the-Fly: A Recoverable Pruning Method. [2], [3]\\n"
     ...                    "Both prune channels during training [1].", p)
     'Both prune channels during training [1].'
@@ -344,8 +358,8 @@ def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
         kept = []
         for sentence in _SENTENCE_END.split(line):
             words = {_stem(word) for word in content_words(re.sub(r"^\W*\d+[.)]\s", "", sentence))}
-            copied = any(title and len(words & title) >= 0.7 * len(words) and len(words & title) >= 0.6 * len(title)
-                         for title in titles)
+            copied = any(title and len(words & title) >= 0.7 * len(words)
+                         and len(words & title) >= 0.6 * len(title) for title in titles)
             if words and not copied:
                 kept.append(sentence)
         if kept or not line.strip():

@@ -103,7 +103,8 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     return _BEARER.sub(r"\1 ***", _KEY_LIKE.sub("***", text))
 
 
-def translate_llm_error(exc: BaseException, *, where: str, secrets: tuple[str, ...] = ()) -> LLMUnavailableError | None:
+def translate_llm_error(exc: BaseException, *, where: str,
+                        secrets: tuple[str, ...] = ()) -> LLMUnavailableError | None:
     """The `LLMUnavailableError` a provider fault means, or None for an exception that is not one.
 
     `where` names the server for the message ("OpenAI-compatible server at http://…").
@@ -131,7 +132,8 @@ def llm_faults(where: str, secrets: tuple[str, ...] = ()) -> Iterator[None]:
         raise translated from None
 
 
-def _describe_fault(exc: BaseException, where: str, secrets: tuple[str, ...] = ()) -> tuple[str | None, bool, int | None]:
+def _describe_fault(exc: BaseException, where: str,
+                    secrets: tuple[str, ...] = ()) -> tuple[str | None, bool, int | None]:
     """(message, retryable, HTTP status) for a fault from the openai/ollama/httpx clients.
 
     A server's error body may echo the request headers: it is redacted before it is shortened,
@@ -196,7 +198,7 @@ def _describe_fault(exc: BaseException, where: str, secrets: tuple[str, ...] = (
     if isinstance(exc, OSError):
         return ((f"cannot connect to the LLM at {where}: is the server running? "
                 f"({type(exc).__name__}: {short(str(exc))})"), True, None)
-    if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | TypeError | AttributeError | IndexError):
+    if isinstance(exc, ValueError | KeyError | TypeError | AttributeError | IndexError):  # JSON errors too
         # The clients parse responses after the request succeeded; these are what a body that is
         # not the OpenAI/Ollama shape raises inside them.
         return ((f"the LLM at {where} sent a malformed response ({type(exc).__name__}: "
@@ -337,8 +339,7 @@ class LocalLlamaServer:
 
 
 def default_thread_count() -> int:
-    """All cores but one (`llm.threads` unset): llama.cpp's threads wait for each other at every
-    layer, so one thread descheduled by another program (the UI, the embedder) stalls them all."""
+    """All cores but one: the local model's threads when `llm.threads` is unset (see its description)."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import platformdirs
 
-DEFAULT_MODEL_FILENAME = "qwen2.5-coder-1.5b-instruct.gguf"  # what the parts assemble to (its GGUF general.name)
+# What the parts assemble to (named after its GGUF general.name).
+DEFAULT_MODEL_FILENAME = "qwen2.5-coder-1.5b-instruct.gguf"
 DEFAULT_MODEL_SIZE_BYTES = 1_117_320_768
 DEFAULT_MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 DEFAULT_MODEL_PART_COUNT = 22

@@ -19,14 +19,29 @@ from rag.llm import LLMUnavailableError, translate_llm_error
 
 log = logging.getLogger(__name__)
 
-_SMALL_TALK_WORDS = frozenset(["hi", "hello", "hey", "hiya", "yo", "thanks", "thank", "thx", "ty", "cheers", "ok", "okay", "k", "great", "cool", "nice", "good", "awesome", "perfect", "excellent", "wonderful", "amazing", "brilliant", "fine", "bye", "goodbye", "see", "later", "morning", "evening", "afternoon", "night", "you", "so", "very", "much", "a", "lot", "got", "it", "alright", "right", "sure", "yes", "yeah", "yep", "no", "nope", "wow", "lol", "haha", "that's", "thats", "helps", "helpful", "welcome", "appreciate", "appreciated", "understood", "makes", "sense", "all", "the", "for"])
+_SMALL_TALK_WORDS = frozenset(["hi", "hello", "hey", "hiya", "yo", "thanks", "thank", "thx", "ty", "cheers",
+                               "ok", "okay", "k", "great", "cool", "nice", "good", "awesome", "perfect",
+                               "excellent", "wonderful", "amazing", "brilliant", "fine", "bye", "goodbye",
+                               "see", "later", "morning", "evening", "afternoon", "night", "you", "so",
+                               "very", "much", "a", "lot", "got", "it", "alright", "right", "sure", "yes",
+                               "yeah", "yep", "no", "nope", "wow", "lol", "haha", "that's", "thats", "helps",
+                               "helpful", "welcome", "appreciate", "appreciated", "understood", "makes",
+                               "sense", "all", "the", "for"])
 # Words that point back at an earlier turn wherever they appear.
-_STRONG_REFERENCES = frozenset(["those", "them", "these", "they", "their", "theirs", "former", "latter", "above", "same"])
+_STRONG_REFERENCES = frozenset(["those", "them", "these", "they", "their", "theirs", "former", "latter",
+                                "above", "same"])
 # Words that point back only in a short question ("is it recent?"), not in "is it possible to …".
 _WEAK_REFERENCES = frozenset(["it", "its", "this", "that", "one", "ones"])
 _FOLLOW_UP_OPENERS = ("and ", "but ", "also ", "what about", "how about", "only ", "any other", "which one",
                       "anything else", "or ")
-_QUESTION_WORDS = frozenset(["a", "an", "and", "any", "are", "as", "at", "be", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "how", "i", "in", "is", "it", "its", "me", "of", "on", "or", "other", "others", "please", "show", "tell", "than", "that", "the", "their", "them", "these", "they", "this", "those", "to", "was", "were", "what", "when", "where", "which", "who", "whom", "whose", "why", "will", "with", "would", "about", "also", "but", "only", "one", "ones", "paper", "papers", "study", "studies", "list", "find", "give", "me", "more", "ones", "same", "above", "former", "latter", "there", "any", "some", "all"])
+_QUESTION_WORDS = frozenset(["a", "an", "and", "any", "are", "as", "at", "be", "by", "can", "could", "did",
+                             "do", "does", "for", "from", "had", "has", "have", "how", "i", "in", "is", "it",
+                             "its", "me", "of", "on", "or", "other", "others", "please", "show", "tell",
+                             "than", "that", "the", "their", "them", "these", "they", "this", "those", "to",
+                             "was", "were", "what", "when", "where", "which", "who", "whom", "whose", "why",
+                             "will", "with", "would", "about", "also", "but", "only", "one", "ones", "paper",
+                             "papers", "study", "studies", "list", "find", "give", "me", "more", "ones",
+                             "same", "above", "former", "latter", "there", "any", "some", "all"])
 _TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.+/]*[A-Za-z0-9+]|[A-Za-z0-9]")
 _SHORT_QUESTION_WORDS = 6
 _MAX_QUERY_CHARS = 300
@@ -98,7 +113,8 @@ def heuristic_standalone_query(question: str, history: list[tuple[str, str]]) ->
     Walks back past small talk; a previous question that was itself a follow-up is first
     expanded the same way.
 
-    >>> heuristic_standalone_query("and which of those use ImageNet?", [("Which papers prune ResNet-50?", "…")])
+    >>> history = [("Which papers prune ResNet-50?", "…")]
+    >>> heuristic_standalone_query("and which of those use ImageNet?", history)
     'prune ResNet-50 use ImageNet'
     >>> heuristic_standalone_query("What about BERT?", [("Who distils transformers?", "…"), ("thanks!", "…")])
     'distils transformers BERT'
@@ -140,7 +156,8 @@ def make_standalone_query(question: str, history: list[tuple[str, str]],
     try:
         reply = chat_model.invoke(_rewrite_messages(question, history))
     except Exception as exc:
-        if not isinstance(exc, LLMUnavailableError) and translate_llm_error(exc, where="the rewriter") is None:
+        is_provider_fault = translate_llm_error(exc, where="the rewriter") is not None
+        if not isinstance(exc, LLMUnavailableError) and not is_provider_fault:
             raise
         log.warning("follow-up rewrite fell back to the heuristic: %s", exc)
         return fallback

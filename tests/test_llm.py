@@ -323,11 +323,12 @@ def test_local_prompt_with_a_huge_abstract_fits_the_context_window():
     chat = make_chat_model(LLMSettings(backend="local", model_path=path, max_tokens=32, context_tokens=1024,
                                        temperature=0.0))
     # Digits and CJK take about a token per character: any prose chars-per-token estimate overflows.
-    huge = "Pruned ResNet-50 keeps 75.8% top-1. " + " ".join(f"{i:05d}" for i in range(40_000)) + " 深度学习" * 3000
+    digits = " ".join(f"{i:05d}" for i in range(40_000))
+    huge = f"Pruned ResNet-50 keeps 75.8% top-1. {digits}" + " 深度学习" * 3000
     papers = [PAPERS[0].model_copy(update={"abstract": huge}), *PAPERS[1:]]
     try:
         assert token_counter(chat)(huge[:5000]) > 1024  # what the excerpt would take uncut
-        events = list(stream_llm_answer("What top-1 does the pruned ResNet-50 keep?", "pruned ResNet-50 top-1",
+        events = list(stream_llm_answer("What top-1 does the pruned ResNet-50 keep?", "pruned ResNet-50",
                                         "single", papers, [], chat, context_tokens=1024, max_tokens=32))
     finally:
         stop_local_servers()
