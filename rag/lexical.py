@@ -17,8 +17,8 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,7 @@ there these they this those through to too under until up very was we were what 
 while who whom why will with would you your paper papers work works study studies research article
 articles publication publications list show find give tell any there exist existing propose proposed
 use uses using used approach approaches method methods
-""".split())
+""".split())  # noqa: SIM905 - a word list reads best as text
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -209,7 +209,8 @@ class LexicalIndex:
         self._forget_stats()
 
     def _delete(self, ids: list[tuple[str]]) -> None:
-        self.db.executemany("DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE paper_id = ?)", ids)
+        self.db.executemany("DELETE FROM chunks_fts WHERE rowid IN "
+                            "(SELECT rowid FROM chunks WHERE paper_id = ?)", ids)
         self.db.executemany("DELETE FROM chunks WHERE paper_id = ?", ids)
         self.db.executemany("DELETE FROM papers WHERE id = ?", ids)
 
@@ -275,8 +276,8 @@ class LexicalIndex:
         """FTS rowid → a number per paper (-1: no row), read once per index state from `chunks_paper`."""
         if self._row_papers is None:
             rowids, ordinals, previous, ordinal = [], [], None, -1
-            for rowid, paper_id in self.db.execute("SELECT rowid, paper_id FROM chunks INDEXED BY chunks_paper "
-                                                   "ORDER BY paper_id"):
+            by_paper = "SELECT rowid, paper_id FROM chunks INDEXED BY chunks_paper ORDER BY paper_id"
+            for rowid, paper_id in self.db.execute(by_paper):
                 if paper_id != previous:
                     previous, ordinal = paper_id, ordinal + 1
                 rowids.append(rowid)
@@ -361,7 +362,8 @@ class LexicalIndex:
         if year_min is not None or year_max is not None or not include_undated:
             undated = " OR year IS NULL" if include_undated else ""
             where += f" AND paper_id IN (SELECT id FROM papers WHERE year BETWEEN ? AND ?{undated})"
-            params += [year_min if year_min is not None else -10**6, year_max if year_max is not None else 10**6]
+            params += [year_min if year_min is not None else -10**6,
+                       year_max if year_max is not None else 10**6]
         params.append(limit)
         sql = (f"SELECT c.id, c.paper_id, best.score FROM (SELECT rowid, -bm25(chunks_fts, ?, 1.0) AS score "
                f"FROM chunks_fts WHERE {where} ORDER BY score DESC LIMIT ?) AS best "
@@ -376,8 +378,9 @@ class ForeignDatabaseError(LexicalIndexError):
 def damaged_message(path: Path, error: BaseException) -> str:
     """One line for a lexical index SQLite cannot read: what is wrong and how to get a good index back."""
     detail = " ".join(str(error).replace("*** in database main ***", "").split())[:160]
-    return (f"{path} is damaged or not a paperchat index ({type(error).__name__}: {detail}); your input files "
-            "are untouched: rebuild the index from them with `paperchat ingest --rebuild [PATH ...]`")
+    return (f"{path} is damaged or not a paperchat index ({type(error).__name__}: {detail}); "
+            "your input files are untouched: rebuild the index from them with "
+            "`paperchat ingest --rebuild [PATH ...]`")
 
 
 # Files below this size get SQLite's structural check on open (a few ms per MB); above it,
@@ -396,7 +399,8 @@ def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
             db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError:
-            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
+                                 check_same_thread=False)
     if path.exists() and path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
         problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
@@ -430,7 +434,8 @@ def bm25_idf(rows: int, total: int) -> float:
 
 def _require_serialized() -> None:
     if sqlite3.threadsafety != 3:
-        raise LexicalIndexError("this Python's sqlite3 is not built thread-safe (serialized); paperchat needs it")
+        raise LexicalIndexError("this Python's sqlite3 is not built thread-safe (serialized); "
+                                "paperchat needs it")
 
 
 def _record_json(paper: Paper) -> str:

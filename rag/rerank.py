@@ -28,7 +28,7 @@ class CrossEncoderReranker:
                                 "sentence-transformers CrossEncoder folder, or unset it")
         try:
             self.model = CrossEncoder(str(path), device="cpu")
-        except Exception as error:  # noqa: BLE001 - any load failure gets one message
+        except Exception as error:
             raise RerankerError(f"cannot load the reranker from {path}: {error}") from error
         self.top_n = top_n
 

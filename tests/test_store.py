@@ -75,8 +75,8 @@ def test_bulk_write_is_searchable_and_term_statistics_follow_writes(tmp_path):
     settings = make_settings(tmp_path / "index")
     index = PaperIndex.open(settings, None, create=True)
     try:
-        papers = [Paper(f"Paper {n} on quokkanetworks" if n == 3 else f"Paper {n}", f"Abstract number {n}. It ends.",
-                        id=f"p{n}") for n in range(6)]
+        papers = [Paper(f"Paper {n} on quokkanetworks" if n == 3 else f"Paper {n}",
+                        f"Abstract number {n}. It ends.", id=f"p{n}") for n in range(6)]
         chunks = [c for p in papers for c in chunk_paper(p, 256, lambda t: len(t.split()))]
         vectors = np.random.default_rng(0).normal(size=(len(chunks), 8)).astype(np.float32)
         assert index.document_frequency('"quokkanetworks"') == 0
