@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from platformdirs import user_data_dir
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_CONFIG_FILE = Path("paperchat.toml")
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -174,28 +174,29 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    path: Path | None = None
+class _TomlSource(TomlConfigSettingsSource):
+    """pydantic-settings' own TOML source, for `paperchat.toml` or `--config FILE`.
+
+    Added here: an explicit file must exist, a TOML error is a `SettingsError`, and a secret
+    written in the file is refused (unknown keys are refused by the models' `extra="forbid"`).
+    """
+
+    path: Path | None = None  # the explicit file of the `Settings.load` in progress
     SECRET_KEYS = (("llm", "api_key"), ("ui", "password"))
 
-    def get_field_value(self, field, field_name):  # required by the base class; __call__ does the work
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = self.path or DEFAULT_CONFIG_FILE
-        if not path.exists():
-            if self.path is not None:
-                raise SettingsError(f"config file {path} does not exist")
-            return {}
+    def __init__(self, settings_cls):
+        path = type(self).path or DEFAULT_CONFIG_FILE
+        if type(self).path is not None and not path.exists():
+            raise SettingsError(f"config file {path} does not exist")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            super().__init__(settings_cls, toml_file=path)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise SettingsError(f"{path}: not valid TOML ({error})") from None
         for section, key in self.SECRET_KEYS:
-            if key in data.get(section, {}):
+            table = self.toml_data.get(section)
+            if isinstance(table, dict) and key in table:
                 raise SettingsError(f"{path}: [{section}] {key} must not be written in a file; set "
                                     f"PAPERCHAT_{section.upper()}__{key.upper()} in the environment instead")
-        return data
 
 
 def _reject_unknown_env() -> None:
