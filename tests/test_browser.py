@@ -316,7 +316,7 @@ def test_follow_up_lists_a_subset_and_the_newest_question_stays_in_view(
     page.wait_for_timeout(800)  # the smooth scroll
     chat_box = page.locator("#pc-chat").bounding_box()
     question = page.get_by_text("Which of those use knowledge distillation?").last.bounding_box()
-    assert chat_box["y"] - 1 <= question["y"] <= chat_box["y"] + chat_box["height"] - question["height"]
+    assert chat_box["y"] - 1 <= question["y"] <= chat_box["y"] + 60  # at the top, the answer beneath
     shot(page, tmp_path, "7-follow-up-subset")
 
 

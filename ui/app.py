@@ -592,7 +592,9 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
                 sources = gr.HTML(
                     render_sources(None), label="Sources", show_label=False, elem_id="pc-sources"
                 )
-                histogram = gr.Plot(label="Matching papers by year", visible=False, elem_id="pc-years")
+                histogram = gr.Plot(
+                    label="Matching papers by year", show_label=False, visible=False, elem_id="pc-years"
+                )
                 with gr.Row():
                     bibtex_file = gr.DownloadButton(
                         "Download BibTeX", visible=False, size="sm", elem_id="pc-bibtex"

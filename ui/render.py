@@ -69,22 +69,34 @@ CSS = """
 footer { display: none !important; }
 """
 
-# The chat keeps the newest question in view: when a question is added, it is scrolled to the top
-# of the chat (the answer grows beneath it without pulling the view down; autoscroll is off).
+# The chat keeps the newest question in view: when a question is added, and again when its papers
+# arrive, it is scrolled to the top of the chat; the answer grows beneath it (autoscroll is off).
 HEAD_JS = """
 <script>
 (() => {
-  let seen = 0;
+  let questions = 0, answers = 0;
+  const scroller = (node) => {
+    for (let p = node.parentElement; p; p = p.parentElement) {
+      const overflow = getComputedStyle(p).overflowY;
+      if ((overflow === 'auto' || overflow === 'scroll') && p.scrollHeight > p.clientHeight) return p;
+    }
+    return null;
+  };
+  const toTop = (question) => {
+    const box = scroller(question);
+    if (box) box.scrollTop += question.getBoundingClientRect().top - box.getBoundingClientRect().top - 8;
+  };
   const watch = () => {
     const chat = document.querySelector('#pc-chat');
     if (!chat) { setTimeout(watch, 300); return; }
     new MutationObserver(() => {
-      const questions = chat.querySelectorAll('.message-row.user-row, [data-testid="user"]');
-      if (questions.length > seen) {
-        seen = questions.length;
-        questions[questions.length - 1].scrollIntoView({block: 'start', behavior: 'smooth'});
-      } else if (questions.length < seen) {
-        seen = questions.length;
+      const asked = chat.querySelectorAll('.message-row.user-row');
+      const answered = chat.querySelectorAll('.pc-papers').length;
+      if (asked.length !== questions || answered !== answers) {
+        const grew = asked.length > questions || answered > answers;
+        questions = asked.length;
+        answers = answered;
+        if (grew && asked.length) toTop(asked[asked.length - 1]);
       }
     }).observe(chat, {childList: true, subtree: true});
   };
