@@ -52,6 +52,8 @@ class Question(BaseModel):
         "normalised title (the id itself when the index has no title for it)"))
     must_mention: list[str] = Field(default_factory=list, description="facts the answer text must contain")
     source: str = Field("", description="where it was read, 'file:line'")
+    follow_up_of: str | None = Field(None, description=(
+        "id of the question asked just before this one in the same chat; its answer is the history"))
 
 
 def default_kind(gold_count: int) -> QuestionKind:
@@ -96,6 +98,8 @@ def load_questions(path: Path, title_to_id: Mapping[str, str],
         if question.id in seen:
             raise QuestionSetError(path, line,
                                    f"duplicate id {question.id!r} (first on line {seen[question.id]})")
+        if question.follow_up_of is not None and question.follow_up_of not in seen:
+            raise QuestionSetError(path, line, f"follow_up_of {question.follow_up_of!r} names no earlier question")
         seen[question.id] = line
         questions.append(question)
     if not questions:
@@ -181,5 +185,9 @@ def _question_from_row(path: Path, line: int, row: dict, titles: Mapping[str, st
     question_id = row.get("id", f"{path.stem}-{line}")
     if not isinstance(question_id, (str, int)) or not str(question_id).strip():
         raise QuestionSetError(path, line, "id must be a non-empty string")
+    follow_up_of = row.get("follow_up_of")
+    if follow_up_of is not None and (not isinstance(follow_up_of, (str, int)) or not str(follow_up_of).strip()):
+        raise QuestionSetError(path, line, "follow_up_of must be the id of an earlier question")
     return Question(id=str(question_id).strip(), question=text.strip(), kind=kind, gold_ids=gold_ids,
-                    gold_titles=list(gold.values()), must_mention=must_mention, source=f"{path.name}:{line}")
+                    gold_titles=list(gold.values()), must_mention=must_mention, source=f"{path.name}:{line}",
+                    follow_up_of=str(follow_up_of).strip() if follow_up_of is not None else None)

@@ -189,7 +189,33 @@ def write_markdown(report: dict, records: list[dict], path: Path) -> None:
         lines += ["", f"> {_cell(record.get('question', ''))}", ""]
         lines += [f"- {_cell(miss)}" for miss in question_misses(record)]
         lines.append("")
+    lines += list_question_table(records)
     Path(path).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+
+
+def list_question_table(records: list[dict]) -> list[str]:
+    """Markdown lines: every list question with what its answer missed and wrongly included.
+
+    >>> print("\\n".join(list_question_table([{"id": "L1", "kind": "list", "gold_ids": ["a", "b"],
+    ...     "gold_titles": ["A", "B"], "cited": [{"id": "a", "title": "A"}, {"id": "x", "title": "X"}]}])))
+    <BLANKLINE>
+    ## List questions (1): missed and wrongly included
+    <BLANKLINE>
+    | id | gold | cited | missed | wrongly included |
+    |---|---:|---:|---|---|
+    | `L1` | 2 | 2 | B | X |
+    """
+    rows = [r for r in records if r.get("kind") == "list"]
+    lines = ["", f"## List questions ({len(rows)}): missed and wrongly included", "",
+             "| id | gold | cited | missed | wrongly included |", "|---|---:|---:|---|---|"]
+    for record in rows:
+        gold = dict(zip(record.get("gold_ids") or [], record.get("gold_titles") or [], strict=False))
+        cited = {c["id"]: c.get("title") or c["id"] for c in record.get("cited") or []}
+        missed = "; ".join(title for gold_id, title in gold.items() if gold_id not in cited) or "—"
+        extra = "; ".join(title for paper_id, title in cited.items() if paper_id not in gold) or "—"
+        abstained = " (abstained)" if record.get("abstained") else ""
+        lines.append(f"| `{record['id']}`{abstained} | {len(gold)} | {len(cited)} | {_cell(missed)} | {_cell(extra)} |")
+    return lines
 
 
 def _save(figure: Figure, path: Path) -> Path:

@@ -40,6 +40,7 @@ def result_record(question: Question, answer: Answer | None, latency_s: float,
     """
     record = {
         "id": question.id, "question": question.question, "kind": question.kind,
+        "follow_up_of": question.follow_up_of,
         "gold_ids": question.gold_ids, "gold_titles": question.gold_titles,
         "must_mention": question.must_mention,
         "retrieved": [], "cited": [], "answer": error or "", "abstained": False,
@@ -50,6 +51,7 @@ def result_record(question: Question, answer: Answer | None, latency_s: float,
             retrieved=[{"id": paper.id, "title": paper.title, "score": paper.score, "rank": paper.rank}
                        for paper in answer.retrieved],
             cited=[{"id": citation.id, "title": citation.title} for citation in answer.citations],
+            possibly_related=[{"id": c.id, "title": c.title} for c in answer.possibly_related],
             answer=answer.text, abstained=answer.abstained, answerer=answer.answerer,
             notice=answer.notice, dropped_citations=answer.dropped_citations,
             provenance=answer.provenance,  # index fingerprint, models, changed settings: what to compare runs by
@@ -57,28 +59,38 @@ def result_record(question: Question, answer: Answer | None, latency_s: float,
     return record
 
 
-def run_questions(questions: Sequence[Question], ask: Callable[[str], Answer], out_dir: Path,
+def run_questions(questions: Sequence[Question], ask: Callable[..., Answer], out_dir: Path,
                   config: dict, progress: bool = True) -> dict:
     """Ask every question, write the run directory, and return the report dict.
 
     An exception from `ask` is recorded for that question (answer text = the error, scored as a
-    failure) and the run goes on; one flaky call should not cost a whole evaluation.
+    failure) and the run goes on; one flaky call should not cost a whole evaluation. A follow-up
+    (`Question.follow_up_of`) is asked as in a chat: `ask(text, history=[(question, answer)],
+    previous_papers=[ids the earlier answer listed])`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
+    answers: dict[str, Answer] = {}  # by question id, for the follow-ups that come after
     with (out_dir / RESULTS_FILE).open("w", encoding="utf-8") as results:
         for question in tqdm(questions, desc="eval", unit="q", disable=not progress):
             started = time.perf_counter()
             answer: Answer | None = None
             error: str | None = None
             try:
-                answer = ask(question.question)
+                parent = answers.get(question.follow_up_of) if question.follow_up_of else None
+                if parent is not None:  # asked in the same chat, right after the question it follows
+                    answer = ask(question.question, history=[(parent.question, parent.text)],
+                                 previous_papers=[p.id for p in parent.retrieved if p.matches])
+                else:
+                    answer = ask(question.question)
                 if not isinstance(answer, Answer):
                     raise TypeError(f"ask() returned {type(answer).__name__}, expected rag.answer.Answer")
             except Exception as exc:  # noqa: BLE001 - any answerer failure is data for the report
                 answer, error = None, f"{type(exc).__name__}: {exc}"
             latency_s = time.perf_counter() - started
+            if answer is not None:
+                answers[question.id] = answer
             record = result_record(question, answer, latency_s, error)
             records.append(record)
             results.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")

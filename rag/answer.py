@@ -30,6 +30,30 @@ def neutralise_markers(paper_text: str) -> str:
     return CITATION_MARK.sub(lambda m: f"(ref. {', '.join(n.strip() for n in m.group(1).split(','))})", paper_text)
 
 
+class Signals(BaseModel):
+    """What retrieval measured about one paper for one question: what `rag.judge` decides with.
+
+    Shares are IDF-weighted over the question's concepts (`rag.query`); a "slot" is what a paper
+    must mention (a term, or a group of alternatives credited by its best alternative); the key
+    slots are the question's rarest ones that the collection contains.
+    """
+
+    dense: float = Field(0.0, description="cosine similarity of the paper's best chunk to the question")
+    bm25: float = Field(0.0, description="BM25 score of its best chunk (0: no lexical hit)")
+    dense_rank: int | None = Field(None, description="rank among dense hits (None: not a dense hit)")
+    lexical_rank: int | None = Field(None, description="rank among BM25 hits (None: not a BM25 hit)")
+    coverage: float = Field(0.0, description="share of the question's terms the paper mentions")
+    key_coverage: float = Field(0.0, description="share of the key slots the paper mentions anywhere")
+    phrase_coverage: float = Field(0.0, description="share of the question's two-term phrases it contains")
+    sentence_key_coverage: float = Field(0.0, description="share of the key slots its best single sentence or "
+                                                          "its title mentions (concepts together, not scattered)")
+    title_key_coverage: float = Field(0.0, description="share of the key slots its title mentions")
+    absent_share: float = Field(0.0, description="share of the question no paper of the collection mentions "
+                                                 "(the same for every paper of one question)")
+    concepts_matched: list[str] = Field(default_factory=list)
+    evidence: str = Field("", description="the title or sentence that mentions most of the key slots")
+
+
 class RetrievedPaper(BaseModel):
     """A paper the retriever returned, with its best-matching passage."""
 
@@ -44,7 +68,9 @@ class RetrievedPaper(BaseModel):
     related: bool = Field(False, description=(
         "possibly related: some evidence, too weak to count it as a match; shown beneath the matches, "
         "outside the count and outside `citations`"))
-    metadata: dict = Field(default_factory=dict)
+    signals: Signals = Field(default_factory=Signals)
+    probability: float | None = Field(None, description="the judge's probability that the paper matches")
+    metadata: dict = Field(default_factory=dict, description="the paper's own fields: authors, url, sources, ...")
 
 
 class Citation(BaseModel):

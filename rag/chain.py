@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
-from rag.answer import Answer, QuestionKind, RetrievedPaper
+from rag.answer import Answer, Citation, QuestionKind, RetrievedPaper
 from rag.embeddings import make_embeddings
 from rag.extractive import extractive_answer
 from rag.judge import Judgement, judge, question_kind
@@ -45,6 +45,8 @@ class Sources:
     retrieved: list[RetrievedPaper]
     matching: list[RetrievedPaper]
     timings_s: dict[str, float] = field(default_factory=dict)
+    related: list[RetrievedPaper] = field(default_factory=list)  # possibly related: not counted, not cited
+    narrowed_from: int | None = None  # a follow-up judged only the previous answer's papers (how many)
 
 
 @dataclass
@@ -113,26 +115,36 @@ class PaperChat:
     # --- answering -------------------------------------------------------------------------------
     def search(self, question: str, top_k: int | None = None, year_min: int | None = None,
                year_max: int | None = None, kind: QuestionKind | None = None,
-               search_query: str | None = None, include_undated: bool | None = None) -> Sources:
-        """Retrieve and judge, no answer text: what the sources panel shows."""
+               search_query: str | None = None, include_undated: bool | None = None,
+               among: Sequence[str] | None = None) -> Sources:
+        """Retrieve and judge, no answer text: what the sources panel shows.
+
+        `among`: judge only these papers (a follow-up narrowing the previous answer's list).
+        """
         started = time.perf_counter()
         query = search_query or question
         s = self.settings.retrieval
         top_k = top_k or s.top_k
         retrieval = self.retriever.retrieve(query, depth=max(s.depth, top_k), year_min=year_min, year_max=year_max,
-                                            include_undated=include_undated)
+                                            include_undated=include_undated,
+                                            among=list(among) if among is not None else None)
         judgement: Judgement = judge(question if search_query is None else query, retrieval.papers, s, kind=kind)
-        matching_ids = {p.id for p in judgement.matching}
-        shown = [p for p in retrieval.papers if p.rank <= top_k or p.id in matching_ids]
+        kept = {p.id for p in judgement.matching} | {p.id for p in judgement.related or []}
+        shown = [p for p in judgement.papers if p.rank <= top_k or p.id in kept]
         timings = {f"retrieval_{k}": round(v, 4) for k, v in retrieval.timings_s.items()}
         timings["sources"] = round(time.perf_counter() - started, 4)
         return Sources(question=question, search_query=query, kind=judgement.kind, abstained=judgement.abstained,
-                       retrieved=shown, matching=judgement.matching, timings_s=timings)
+                       retrieved=shown, matching=judgement.matching, timings_s=timings,
+                       related=list(judgement.related or []),
+                       narrowed_from=len(among) if among is not None else None)
 
     def stream(self, question: str, history: Sequence[tuple[str, str]] = (), answerer: str | None = None,
                top_k: int | None = None, year_min: int | None = None, year_max: int | None = None,
-               include_undated: bool | None = None) -> Iterator[Event]:
+               include_undated: bool | None = None, previous_papers: Sequence[str] = ()) -> Iterator[Event]:
         """Answer `question`, yielding `Sources`, then `Token`s, then `Done`.
+
+        `previous_papers`: the ids the previous answer listed. A follow-up that narrows them
+        ("which of those use ImageNet?") is judged against those papers only: its list can only shrink.
 
         `include_undated` (default `retrieval.include_undated`): whether a year filter keeps papers without a year.
         """
@@ -163,10 +175,16 @@ class PaperChat:
             yield Done(answer)
             return
         kind = _follow_up_kind(question, query, history)
-        sources = self.search(question, top_k, year_min, year_max, kind=kind,
-                              search_query=query if query != question else None, include_undated=include_undated)
+        criterion = narrowing_criterion(question) if history and previous_papers else None
+        if criterion:
+            sources = self.search(criterion, top_k, year_min, year_max, kind="list", include_undated=include_undated,
+                                  among=previous_papers)
+            sources.question = question
+        else:
+            sources = self.search(question, top_k, year_min, year_max, kind=kind,
+                                  search_query=query if query != question else None, include_undated=include_undated)
         yield sources
-        judgement = Judgement(sources.kind, sources.abstained, sources.matching, 0.0)
+        judgement = Judgement(sources.kind, sources.abstained, sources.matching, 0.0, sources.related)
 
         answer: Answer | None = None
         notice = None
@@ -192,6 +210,9 @@ class PaperChat:
         if answer is None:
             answer = extractive_answer(question, sources.search_query, judgement, sources.retrieved, notice=notice)
             yield Token(answer.text)
+        answer.possibly_related = [] if answer.abstained else [
+            Citation(number=n, id=p.id, title=p.title, year=p.year, passage=p.signals.evidence or p.passage)
+            for n, p in enumerate(sources.related, len(sources.matching) + 1)]
         answer.timings_s = {**sources.timings_s, **answer.timings_s,
                             "total": round(time.perf_counter() - started, 4)}
         answer.provenance = answer_provenance(self, answer, answerer, {
@@ -211,6 +232,34 @@ def _with_matching_first(retrieved: list[RetrievedPaper], matching: list[Retriev
     return list(matching) + [p for p in retrieved if p.id not in ids]
 
 
+_LEAD = re.compile(r"^\s*(?:(?:and|but|so|now|ok|okay|then)\b[\s,]*)*", re.IGNORECASE)
+_OF_THOSE = re.compile(
+    r"^(?:which|what|any|did any|do any|does any|are any|is any|were any|how many)\s+(?:ones?\s+)?(?:of|among)\s+"
+    r"(?:those|these|them|the above|the papers above)\b(.*)", re.IGNORECASE)
+_ONLY = re.compile(r"^(?:only|just)\s+(?:the\s+)?(.*?)\b(?:ones|papers|those)\b(.*)", re.IGNORECASE)
+_WHICH_ONES = re.compile(r"^(?:which|what)\s+ones?\b(.*)", re.IGNORECASE)
+_FILLER = re.compile(r"^(?:\s|,|papers\b|works\b|ones\b|methods\b)+|(?:[\s,]*\bplease\b)?[\s?.!,]*$", re.IGNORECASE)
+
+
+def narrowing_criterion(question: str) -> str | None:
+    """What a follow-up that narrows the previous list asks of its papers, or None if it does not narrow.
+
+    >>> narrowing_criterion("Which of those use ImageNet?"), narrowing_criterion("And which of them are surveys?")
+    ('use ImageNet', 'are surveys')
+    >>> narrowing_criterion("Only the medical imaging ones?"), narrowing_criterion("Only the ones about ImageNet, please.")
+    ('medical imaging', 'about ImageNet')
+    >>> narrowing_criterion("Did any of those papers turn out to be a survey?"), narrowing_criterion("Which papers prune BERT?")
+    ('turn out to be a survey', None)
+    """
+    text = _LEAD.sub("", question).strip()
+    for pattern in (_OF_THOSE, _ONLY, _WHICH_ONES):
+        match = pattern.match(text)
+        if match:
+            rest = _FILLER.sub("", " ".join(part.strip() for part in match.groups() if part.strip()))
+            return rest or None
+    return None
+
+
 def _follow_up_kind(question: str, query: str, history: list[tuple[str, str]]) -> QuestionKind | None:
     """A follow-up like "and which of those use ImageNet?" keeps the list kind of the question before."""
     if question_kind(question) == "list":
@@ -228,6 +277,7 @@ def _make_reranker(settings: Settings):
     from rag.rerank import CrossEncoderReranker
 
     return CrossEncoderReranker(path)
+
 
 def answer_provenance(chat: PaperChat, answer: Answer, requested: str, overrides: dict) -> dict:
     """What an answer was computed from, so that it can be reproduced or compared later.

@@ -9,20 +9,13 @@ from __future__ import annotations
 import re
 
 from rag.answer import Answer, Citation, RetrievedPaper, enforce_citations, neutralise_markers
-from rag.chunking import split_sentences
 from rag.judge import Judgement
-from rag.lexical import STOPWORDS
+from rag.text import content_stems, split_sentences
 
-_WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
 _NUMBER = re.compile(r"\d")
 _ASKS_FOR_NUMBER = re.compile(r"^\s*(how (many|much|fast|accurate|long|large|big|well)|what (is the |was the )?"
                               r"(top-1|top-5|accuracy|error|speed|score|ap|map|bleu|f1|percentage|share|number|size))"
                               r"|\b(accuracy|error|ap|percent|speed|bandwidth|how many)\b", re.IGNORECASE)
-
-
-def _stems(text: str) -> set[str]:
-    """Crude stems (first six letters) of the content words, for overlap between question and sentence."""
-    return {w[:6] for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1}
 
 
 def best_sentences(question: str, abstract: str, limit: int = 2) -> list[str]:
@@ -37,12 +30,12 @@ def best_sentences(question: str, abstract: str, limit: int = 2) -> list[str]:
     sentences = split_sentences(abstract)
     if not sentences:
         return []
-    wanted = _stems(question)
+    wanted = content_stems(question)
     wants_number = bool(_ASKS_FOR_NUMBER.search(question))
 
     def score(item: tuple[int, str]) -> tuple[float, int]:
         position, sentence = item
-        shared = len(wanted & _stems(sentence))
+        shared = len(wanted & content_stems(sentence))
         bonus = 1.5 if wants_number and _NUMBER.search(sentence) else 0.0
         return (shared + bonus, -position)
 
@@ -71,9 +64,13 @@ def extractive_answer(question: str, search_query: str, judgement: Judgement,
         count = len(judgement.matching)
         lines = [f"{count} paper{'s' if count != 1 else ''} in this collection match{'es' if count == 1 else ''}:"]
         for n, paper in enumerate(judgement.matching, 1):
-            sentence = (best_sentences(search_query, paper.abstract or paper.passage, limit=1) or [""])[0]
+            sentence = _evidence(paper, search_query)
             year = f" ({paper.year})" if paper.year else ""
             lines.append(f"{n}. {neutralise_markers(paper.title)}{year}: {neutralise_markers(sentence)} [{n}]")
+        related = judgement.related or []
+        if related:
+            lines.append(f"Possibly related (weaker evidence, not counted): "
+                         + "; ".join(f"\"{neutralise_markers(p.title)}\"" for p in related) + ".")
         text = "\n".join(lines)
     else:
         paper = judgement.matching[0]
@@ -85,6 +82,15 @@ def extractive_answer(question: str, search_query: str, judgement: Judgement,
     return Answer(question=question, search_query=search_query, kind=judgement.kind, text=text,
                   citations=citations, retrieved=retrieved, abstained=False, answerer="extractive",
                   notice=notice, dropped_citations=dropped)
+
+
+def _evidence(paper: RetrievedPaper, query: str) -> str:
+    """The sentence that shows why a paper matches: the one naming the question's key concepts
+    together (found by retrieval), else the one sharing most words with the query."""
+    evidence = paper.signals.evidence
+    if evidence and evidence != paper.title:
+        return evidence
+    return (best_sentences(query, paper.abstract or paper.passage, limit=1) or [""])[0]
 
 
 def _with_passage(citation: Citation, query: str, retrieved: list[RetrievedPaper]) -> Citation:

@@ -89,19 +89,17 @@ class RetrievalSettings(Section):
     include_undated: bool = Field(True, description="a year filter keeps papers without a year (most listing "
                                   "pages carry no date); false drops them, and with no bounds keeps only dated papers")
     reranker_path: Path | None = Field(None, description="local sentence-transformers CrossEncoder folder; unset = off")
-    dense_coef: float = Field(0.6, description="weight of dense similarity (best chunk) in a paper's relevance")
-    coverage_coef: float = Field(0.2, description="weight of the IDF-weighted share of question terms the paper mentions")
-    key_coef: float = Field(0.2, description="weight of the share of the question's rarest (key) terms the paper mentions")
-    bm25_coef: float = Field(0.0, description="weight of BM25 relative to the best BM25 hit")
     key_terms: int = Field(3, ge=1, le=20, description="how many of the question's rarest slots (a term, or a group "
                            "of alternatives like \"X or Y\") are its key terms")
-    absent_coef: float = Field(0.2, ge=0, description="penalty per share of the question (IDF-weighted) that no paper "
-                               "in the collection mentions, subtracted from the best relevance before abstaining")
-    abstain_threshold: float = Field(0.51, description="best relevance (after the absent-terms penalty) below which "
-                                     "no paper answers (abstain)")
-    list_threshold: float = Field(0.20, description="relevance from which a paper counts as matching a list question")
-    list_relative: float = Field(0.62, ge=0, le=1, description="...and at least this share of the best paper's "
-                                 "relevance; lower = more complete lists (0.62: list recall 0.96 dev / 0.92 held-out)")
+    match_threshold: float = Field(0.15, ge=0, le=1, description="the judge's probability from which a paper counts as "
+                                   "matching (fitted on eval/questions/tune.jsonl by eval/tune_judge.py)")
+    related_threshold: float = Field(0.075, ge=0, le=1, description="probability from which a paper that does not match "
+                                     "is shown as possibly related (beneath the matches, not counted, not cited)")
+    related_max: int = Field(5, ge=0, le=50, description="at most this many possibly related papers")
+    abstain_threshold: float = Field(0.38, ge=0, le=1, description="best probability below which no paper answers "
+                                     "a list question (abstain), unless a top paper names all its key concepts together")
+    abstain_threshold_single: float = Field(0.65, ge=0, le=1, description="the same for a single-fact question: one "
+                                            "paper must state the fact, so the bar is higher")
     depth: int = Field(60, ge=5, le=1000, description="papers judged per question (list answers may cite all that match)")
 
 

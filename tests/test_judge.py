@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import rag.judge
-import rag.retrieval
+import rag.query
 from rag.chain import PaperChat
 from rag.judge import question_kind
-from rag.retrieval import query_concepts, question_slots
+from rag.query import query_concepts, question_slots
 
 DEV = Path(__file__).resolve().parent.parent / "eval" / "questions" / "dev.jsonl"
 
@@ -36,7 +36,7 @@ def chat(bundled_index):
     chat.close()
 
 
-@pytest.mark.parametrize("module", [rag.judge, rag.retrieval])
+@pytest.mark.parametrize("module", [rag.judge, rag.query])
 def test_doctests_of_the_pure_helpers_pass(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

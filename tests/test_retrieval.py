@@ -34,7 +34,7 @@ def test_lexical_index_finds_what_dense_ranks_low(chat):
     """ "Robust NAS under adversarial training" names NAS-Bench-201 but the dense model misses it."""
     result = chat.retriever.retrieve("Which papers use the NAS-Bench-201 benchmark?", depth=30)
     robust = [p for p in result.papers if p.title.startswith("Robust NAS under adversarial training")]
-    assert robust and robust[0].metadata["lexical_rank"] is not None
+    assert robust and robust[0].signals.lexical_rank is not None
 
 
 def test_results_are_papers_each_once_with_its_best_passage(tmp_path):

@@ -87,7 +87,7 @@ def cmd_ingest(args) -> int:
 
 def _print_papers(sources, numbers) -> None:
     """The useful answer first, from retrieval: the matching papers with their evidence sentence."""
-    from ui.render import evidence_of, untex
+    from ui.render import evidence_of, related_papers, untex
 
     def entry(paper, sentences: int = 1) -> None:
         year = f" ({paper.year})" if paper.year else ""
@@ -113,8 +113,7 @@ def _print_papers(sources, numbers) -> None:
     else:
         print("The paper that answers it:")
         entry(sources.matching[0], sentences=2)
-    matching = {p.id for p in sources.matching}
-    related = [p for p in sources.retrieved if p.related and p.id not in matching]
+    related = related_papers(sources)
     if related:
         print("Possibly related (some evidence, not counted):")
         for paper in related:
@@ -122,17 +121,19 @@ def _print_papers(sources, numbers) -> None:
 
 
 class _SummaryPrinter:
-    """Prints an LLM's streamed text in the list's numbering: a `[n]` split across pieces waits for its `]`."""
+    """Prints an LLM's streamed text in the list's numbering;
+    a `[n]` split across pieces waits for its `]`."""
 
     def __init__(self, sources, numbers):
         from ui.render import answerer_numbers
 
-        self.by_number, self.numbers, self.pending, self.started = answerer_numbers(sources), numbers, "", False
+        self.by_number, self.numbers = answerer_numbers(sources), numbers
+        self.pending, self.started = "", False
 
     def add(self, piece: str) -> None:
         from ui.render import renumber, without_match_list
 
-        if not without_match_list(piece).strip():  # the list of matches appended to a list answer: shown above
+        if not without_match_list(piece).strip():  # the list appended to a list answer: printed above
             return
         if not self.started:
             self.started = True
@@ -154,7 +155,7 @@ class _SummaryPrinter:
 
 
 def _answer_one(chat, question: str, args, history) -> object:
-    """Answer one question: what it is doing on stderr, the matching papers at once, then the LLM's summary."""
+    """Answer one question: what it is doing on stderr, the matching papers at once, then the summary."""
     from rag.chain import Done, Notice, Sources, Token
     from ui.render import paper_numbers
 
@@ -215,9 +216,6 @@ def cmd_ask(args) -> int:
     if args.year_min is not None and args.year_max is not None and args.year_min > args.year_max:
         raise UserError(f"the year range is empty: --year-min {args.year_min} is after --year-max "
                         f"{args.year_max}; swap them or leave one out")
-    if args.year_min is not None and args.year_max is not None and args.year_min > args.year_max:
-        raise UserError(f"the year range is empty: --year-min {args.year_min} is after --year-max {args.year_max}; "
-                        "swap them or leave one out")
     settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})
     chat = PaperChat.open(settings)
     if not args.json:
@@ -273,8 +271,8 @@ def cmd_eval(args) -> int:
         config = {"answerer": answerer, "questions": str(args.questions), "papers": len(titles),
                   "corpus_hash": _corpus_hash(titles), **settings.redacted()}
         out = Path(args.out)
-        report = run_questions(questions, lambda q: chat.ask(q, answerer=answerer), out, config,
-                               progress=not args.quiet)
+        report = run_questions(questions, lambda q, **context: chat.ask(q, answerer=answerer, **context), out,
+                               config, progress=not args.quiet)
     finally:
         chat.close()
     _print_metrics(report["metrics"])
