@@ -154,7 +154,7 @@ class _SummaryPrinter:
             print()
 
 
-def _answer_one(chat, question: str, args, history) -> object:
+def _answer_one(chat, question: str, args, history, previous_papers=()) -> object:
     """Answer one question: what it is doing on stderr, the matching papers at once, then the summary."""
     from rag.chain import Done, Notice, Sources, Token
     from ui.render import paper_numbers
@@ -168,7 +168,7 @@ def _answer_one(chat, question: str, args, history) -> object:
         print(f"searching {chat.index.paper_count()} papers…", file=sys.stderr, flush=True)
     for event in chat.stream(question, history=history, answerer=args.llm, top_k=args.top_k,
                              year_min=args.year_min, year_max=args.year_max,
-                             include_undated=not args.exclude_undated):
+                             include_undated=not args.exclude_undated, previous_papers=previous_papers):
         if args.json:
             if isinstance(event, Done):
                 answer = event.answer
@@ -236,6 +236,7 @@ def _interactive(chat, args) -> int:
     print(f"paperchat: {chat.index.paper_count()} papers. Ask a question; follow-ups use the conversation. "
           "Empty line or Ctrl-D to quit, /new for a new chat.", file=sys.stderr)
     history: list[tuple[str, str]] = []
+    listed: list[str] = []  # the papers the last answer listed: "which of those ...?" narrows them
     while True:
         try:
             question = input("\n> ").strip()
@@ -246,9 +247,11 @@ def _interactive(chat, args) -> int:
             return 0
         if question == "/new":
             history.clear()
+            listed = []
             continue
-        answer = _answer_one(chat, question, args, history)
+        answer = _answer_one(chat, question, args, history, listed)
         history.append((question, answer.text))
+        listed = [paper.id for paper in answer.retrieved if paper.matches]
 
 
 def cmd_eval(args) -> int:
