@@ -8,14 +8,11 @@ a sentence longer than the window is cut at word boundaries.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag.papers import CHUNK_COUNT, CHUNK_INDEX, CONTENT_HASH, PAPER_ID, TITLE, YEAR, Paper
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
-_ABBREVIATION = re.compile(r"(\b(e\.g|i\.e|et al|vs|cf|Fig|Eq|Sec|resp|approx|incl)\.|\b[A-Z]\.)$")
+from rag.text import split_sentences
 
 
 @dataclass(frozen=True)
@@ -26,23 +23,6 @@ class Chunk:
     text: str  # title + passage: what is embedded and indexed
     passage: str  # the abstract part only, for display
     metadata: dict
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of an abstract (a simple rule that keeps "e.g. 3.5%" together well enough).
-
-    >>> split_sentences("We prune ResNet-50. It keeps 76.1% top-1! Done")
-    ['We prune ResNet-50.', 'It keeps 76.1% top-1!', 'Done']
-    >>> split_sentences("Models (e.g. ResNet50) work. See J. Smith et al. 2020 for more.")
-    ['Models (e.g. ResNet50) work.', 'See J. Smith et al. 2020 for more.']
-    """
-    sentences: list[str] = []
-    for part in _SENTENCE_END.split(" ".join(text.split())):
-        if sentences and _ABBREVIATION.search(sentences[-1]):
-            sentences[-1] += " " + part  # "e.g. ResNet" is not a sentence end
-        elif part.strip():
-            sentences.append(part.strip())
-    return sentences
 
 
 def _cut_long(sentence: str, budget: int, count: Callable[[str], int]) -> list[str]:

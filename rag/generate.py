@@ -28,9 +28,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from rag.answer import CITATION_MARK, Answer, QuestionKind, RetrievedPaper, enforce_citations
-from rag.chunking import split_sentences
 from rag.extractive import best_sentences
 from rag.llm import LLMUnavailableError, token_counter, translate_llm_error
+from rag.text import split_sentences
 
 # Without the model's tokenizer (hosted and Ollama models) the prompt is budgeted at this many
 # characters per token: below the least the bundled abstracts reach with the local models'

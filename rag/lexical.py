@@ -25,6 +25,7 @@ import numpy as np
 
 from rag.chunking import Chunk
 from rag.papers import Paper
+from rag.text import STOPWORDS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS papers (
@@ -46,18 +47,6 @@ TOKENIZER = "porter unicode61"
 COMMON_TERM_IDF_SHARE = 0.25
 # At most this many of a question's terms, the rarest, go into the FTS5 query.
 MAX_QUERY_TERMS = 12
-
-# Words that say what kind of question it is, not what it is about.
-STOPWORDS = frozenset("""
-a about above after again against all also am an and any are as at be because been before being
-below between both but by can could did do does doing down during each few for from further had has
-have having he her here hers how i if in into is it its itself just me more most my no nor not of off
-on once only or other our out over own same she should so some such than that the their them then
-there these they this those through to too under until up very was we were what when where which
-while who whom why will with would you your paper papers work works study studies research article
-articles publication publications list show find give tell any there exist existing propose proposed
-use uses using used approach approaches method methods
-""".split())  # noqa: SIM905 - a word list reads best as text
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 

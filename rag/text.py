@@ -26,10 +26,10 @@ there these they this those through to too under until up very was we were what 
 while who whom why will with would you your paper papers work works study studies research article
 articles publication publications list show find give tell any there exist existing propose proposed
 use uses using used approach approaches method methods
-""".split())
+""".split())  # noqa: SIM905 - a word list reads best as text
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
-_ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e|et al|vs|cf|Fig|Eq|approx|resp|[A-Z])\.$")
+_ABBREVIATION = re.compile(r"(\b(e\.g|i\.e|et al|vs|cf|Fig|Eq|Sec|resp|approx|incl)\.|\b[A-Z]\.)$")
 _STEMMER = snowballstemmer.stemmer("english")
 
 
