@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -172,18 +171,20 @@ def _write_batch(index: PaperIndex, papers: list[Paper], settings: Settings, sum
 
 
 class _Scratch:
-    """This run's papers, merged by id, in a scratch SQLite file: flat memory at millions of papers."""
+    """This run's papers, merged by id, in a scratch SQLite file: flat memory at millions of papers.
+
+    SQLite's own temporary database (an empty file name): a file in the temporary folder that is
+    unlinked as soon as it is opened, so even a killed ingest leaves nothing behind.
+    """
 
     def __enter__(self) -> Self:
-        self._folder = tempfile.TemporaryDirectory(prefix="paperchat-ingest-")
-        self.db = sqlite3.connect(Path(self._folder.name) / "papers.sqlite", isolation_level=None)
-        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;"
-                              "CREATE TABLE papers (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, record TEXT);")
+        self.db = sqlite3.connect("", isolation_level=None)
+        self.db.execute("PRAGMA cache_size = -4096")  # KiB: the pages it keeps in memory, the rest on disk
+        self.db.execute("CREATE TABLE papers (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, record TEXT)")
         return self
 
     def __exit__(self, *exc) -> None:
         self.db.close()
-        self._folder.cleanup()
 
     def get(self, paper_id: str) -> Paper | None:
         row = self.db.execute("SELECT record FROM papers WHERE id = ?", (paper_id,)).fetchone()
