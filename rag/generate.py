@@ -30,7 +30,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from rag.answer import CITATION_MARK, Answer, QuestionKind, RetrievedPaper, enforce_citations
 from rag.extractive import best_sentences
 from rag.llm import LLMUnavailableError, token_counter, translate_llm_error
-from rag.text import split_sentences
+from rag.text import content_stems, split_sentences, stem
 
 # Without the model's tokenizer (hosted and Ollama models) the prompt is budgeted at this many
 # characters per token: below the least the bundled abstracts reach with the local models'
@@ -320,15 +320,9 @@ def format_match_list(matching: list[RetrievedPaper], position: dict[str, int]) 
     return "\n".join(lines)
 
 
-_STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "been", "by", "can", "do", "does", "for",
-                        "from", "has", "have", "how", "in", "into", "is", "it", "its", "of", "on", "or",
-                        "our", "that", "the", "their", "them", "these", "they", "this", "those", "to",
-                        "using", "was", "we", "were", "which", "while", "with", "what", "when", "where",
-                        "who", "why", "will", "paper", "papers", "study", "method", "methods", "approach",
-                        "results", "show", "shows", "propose", "proposes", "proposed", "yes", "no", "both",
-                        "also", "all", "each", "such", "than", "then", "there", "not", "but", "about", "more",
-                        "most", "use", "uses", "used", "other", "can", "may", "between", "based", "new",
-                        "work", "works", "authors", "research"])
+# Words an answer uses to talk about the papers themselves; they state nothing a paper must support.
+_ANSWER_WORDS = frozenset(stem(w) for w in ["yes", "paper", "abstract", "state", "says", "report", "author",
+                                             "describ", "mention"])
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _MARKER_AFTER_STOP = re.compile(r"([.!?])[ \t]*((?:\[\d+(?:\s*,\s*\d+)*\][ \t]*)+)(?=\s|$)")
 SUPPORT_SHARE = 0.5  # of a cited sentence's content words that its papers must state
@@ -352,12 +346,12 @@ def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
     ...                    "Both prune channels during training [1].", p)
     'Both prune channels during training [1].'
     """
-    titles = [{_stem(word) for word in content_words(paper.title)} for paper in papers]
+    titles = [content_words(paper.title) for paper in papers]
     kept_lines = []
     for line in text.split("\n"):
         kept = []
         for sentence in _SENTENCE_END.split(line):
-            words = {_stem(word) for word in content_words(re.sub(r"^\W*\d+[.)]\s", "", sentence))}
+            words = content_words(re.sub(r"^\W*\d+[.)]\s", "", sentence))
             copied = any(title and len(words & title) >= 0.7 * len(words)
                          and len(words & title) >= 0.6 * len(title) for title in titles)
             if words and not copied:
@@ -368,19 +362,12 @@ def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    """Lower-cased words that carry meaning (no stopwords, no citation numbers, no bare numbers).
+    """The stems of the words that carry meaning (`rag.text.content_stems`), numbers and markers out.
 
-    >>> sorted(content_words("We prune ResNet-50 on ImageNet [2]."))
-    ['imagenet', 'prune', 'resnet-50']
+    >>> sorted(content_words("We pruned ResNet-50 on ImageNet [2]."))
+    ['imagenet', 'prune', 'resnet']
     """
-    text = CITATION_MARK.sub(" ", text)
-    words = re.findall(r"[a-z0-9][a-z0-9\-]*[a-z0-9]|[a-z]", text.lower())
-    return {word for word in words if word not in _STOPWORDS and not _NUMBER.fullmatch(word)}
-
-
-def _stem(word: str) -> str:
-    """A crude stem, enough to match "pruning" with "prune" and "networks" with "network"."""
-    return word[:5] if len(word) > 5 and "-" not in word else word
+    return {s for s in content_stems(CITATION_MARK.sub(" ", text)) if not s.isdigit()} - _ANSWER_WORDS
 
 
 def numbers_in(text: str) -> set[str]:
@@ -396,7 +383,7 @@ def is_supported(sentence: str, papers: list[RetrievedPaper], *, share: float = 
     """Whether `papers` state what `sentence` says, by a cheap lexical test.
 
     Every number in the sentence must appear in a paper's title or statements (its abstract without
-    sentences that read as instructions), and at least `share` of its content words (crudely
+    sentences that read as instructions), and at least `share` of its content words (Snowball-
     stemmed). A sentence of no content words (a bare "Yes [1].") passes.
 
     >>> p = [RetrievedPaper(id="a", title="MEAL V2", score=1, rank=1,
@@ -414,8 +401,7 @@ def is_supported(sentence: str, papers: list[RetrievedPaper], *, share: float = 
         return False
     if not words:
         return True
-    stems = {_stem(word) for word in content_words(evidence)}
-    return sum(_stem(word) in stems for word in words) >= share * len(words)
+    return len(words & content_words(evidence)) >= share * len(words)
 
 
 def best_supporting_paper(sentence: str, candidates: dict[int, RetrievedPaper]) -> int | None:
@@ -428,13 +414,13 @@ def best_supporting_paper(sentence: str, candidates: dict[int, RetrievedPaper]) 
     >>> best_supporting_paper("Cats are nice.", c) is None
     True
     """
-    words = {_stem(word) for word in content_words(sentence)}
+    words = content_words(sentence)
     best, best_shared = None, 0
     for number, paper in candidates.items():
         if not is_supported(sentence, [paper]):
             continue
         evidence = f"{paper.title}. {' '.join(paper_statements(paper))}"
-        shared = len(words & {_stem(word) for word in content_words(evidence)})
+        shared = len(words & content_words(evidence))
         if shared > best_shared:
             best, best_shared = number, shared
     return best
