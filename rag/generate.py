@@ -74,6 +74,7 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _INSTRUCTION_LIKE = re.compile(
     r"\b(ignore|disregard|forget|override)\b[^.]{0,60}\b(instructions?|prompts?|above|previous|prior|rules)\b"
     r"|\b(system prompt|as an ai|language model assistant|you are now|you must|you should)\b"
+    r"|\b(note|message|attention)\s+to\s+(the\s+)?(ai|llms?|language models?|assistants?|chatbots?)\b"
     r"|(^|\b(please|must|always|instead|now)\s+)(say|answer|respond|reply|write|output|print|state|claim|tell)\b",
     re.IGNORECASE)
 
@@ -323,7 +324,6 @@ def format_match_list(matching: list[RetrievedPaper], position: dict[str, int]) 
 # Words an answer uses to talk about the papers themselves; they state nothing a paper must support.
 _ANSWER_WORDS = frozenset(stem(w) for w in ["yes", "paper", "abstract", "state", "says", "report", "author",
                                              "describ", "mention"])
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _MARKER_AFTER_STOP = re.compile(r"([.!?])[ \t]*((?:\[\d+(?:\s*,\s*\d+)*\][ \t]*)+)(?=\s|$)")
 SUPPORT_SHARE = 0.5  # of a cited sentence's content words that its papers must state
 
@@ -350,7 +350,7 @@ def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
     kept_lines = []
     for line in text.split("\n"):
         kept = []
-        for sentence in _SENTENCE_END.split(line):
+        for sentence in split_sentences(line):
             words = content_words(re.sub(r"^\W*\d+[.)]\s", "", sentence))
             copied = any(title and len(words & title) >= 0.7 * len(words)
                          and len(words & title) >= 0.6 * len(title) for title in titles)
@@ -441,7 +441,7 @@ def check_support(text: str, shown: dict[int, RetrievedPaper]) -> str:
     """
     out_lines = []
     for line in text.split("\n"):
-        sentences = _SENTENCE_END.split(line)
+        sentences = split_sentences(line)
         out_lines.append(" ".join(_check_sentence(sentence, shown) for sentence in sentences))
     return "\n".join(out_lines)
 
