@@ -316,7 +316,10 @@ def test_follow_up_lists_a_subset_and_the_newest_question_stays_in_view(
     page.wait_for_timeout(800)  # the smooth scroll
     chat_box = page.locator("#pc-chat").bounding_box()
     question = page.get_by_text("Which of those use knowledge distillation?").last.bounding_box()
-    assert chat_box["y"] - 1 <= question["y"] <= chat_box["y"] + 60  # at the top, the answer beneath
+    bottom = chat_box["y"] + chat_box["height"]
+    assert chat_box["y"] - 1 <= question["y"] and question["y"] + question["height"] <= bottom
+    heading = last_answer(page).locator("h4").bounding_box()  # the answer starts in view, beneath it
+    assert question["y"] < heading["y"] and heading["y"] + heading["height"] <= bottom
     shot(page, tmp_path, "7-follow-up-subset")
 
 
