@@ -6,6 +6,7 @@ import json
 import re
 
 from conftest import REPO, write_jsonl
+
 from ui.cli import main as cli
 
 
@@ -16,9 +17,9 @@ def test_eval_dev_set_writes_results_report_and_plots(bundled_index, tmp_path, c
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     metrics = report["metrics"]
-    for key in ("recall_at_5", "recall_at_10", "recall_at_20", "mrr", "ndcg_at_10", "list_recall", "list_precision",
-                "single_cited_gold", "must_mention", "abstain_accuracy", "false_abstain_rate", "citation_validity",
-                "latency_p50_s", "latency_p95_s"):
+    for key in ("recall_at_5", "recall_at_10", "recall_at_20", "mrr", "ndcg_at_10", "list_recall",
+                "list_precision", "single_cited_gold", "must_mention", "abstain_accuracy",
+                "false_abstain_rate", "citation_validity", "latency_p50_s", "latency_p95_s"):
         assert key in metrics
     assert metrics["citation_validity"] == 1.0
     assert report["config"]["papers"] == 573 and report["config"]["corpus_hash"]
@@ -37,7 +38,8 @@ def test_eval_dev_set_writes_results_report_and_plots(bundled_index, tmp_path, c
 
 def test_eval_refuses_a_gold_title_that_is_not_in_the_index(bundled_index, tmp_path, capsys):
     questions = write_jsonl(tmp_path / "q.jsonl", [
-        {"id": "a", "question": "Which papers prune ResNet-50?", "gold_titles": ["Methods for Pruning Deep Neural Networks"]},
+        {"id": "a", "question": "Which papers prune ResNet-50?",
+         "gold_titles": ["Methods for Pruning Deep Neural Networks"]},
         {"id": "b", "question": "What about cats?", "gold_titles": ["A Paper That Does Not Exist"]},
     ])
     assert cli(["eval", str(questions), "--out", str(tmp_path / "o"), "--index",
@@ -50,8 +52,10 @@ def test_eval_beir_scores_a_small_beir_folder(tmp_path, capsys):
     folder = tmp_path / "tiny-beir"
     (folder / "qrels").mkdir(parents=True)
     write_jsonl(folder / "corpus.jsonl", [
-        {"_id": "d1", "title": "Aspirin and heart attacks", "text": "Daily aspirin lowers the risk of heart attack."},
-        {"_id": "d2", "title": "Vitamin D and bones", "text": "Vitamin D supplements increase bone density in adults."},
+        {"_id": "d1", "title": "Aspirin and heart attacks",
+         "text": "Daily aspirin lowers the risk of heart attack."},
+        {"_id": "d2", "title": "Vitamin D and bones",
+         "text": "Vitamin D supplements increase bone density in adults."},
         {"_id": "d3", "title": "Sleep and memory", "text": "Sleep deprivation impairs memory consolidation."},
     ])
     write_jsonl(folder / "queries.jsonl", [{"_id": "q1", "text": "aspirin prevents heart attacks"},

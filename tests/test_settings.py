@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-
 import pytest
-
 from conftest import REPO
+
 from rag.settings import Settings, SettingsError, example_toml
 
 
 def test_precedence_is_arguments_then_env_then_file(tmp_path, monkeypatch):
-    (tmp_path / "paperchat.toml").write_text("[retrieval]\ntop_k = 3\ncandidates = 40\n[llm]\nbackend = 'openai'\n")
+    (tmp_path / "paperchat.toml").write_text("[retrieval]\ntop_k = 3\ncandidates = 40\n"
+                                             "[llm]\nbackend = 'openai'\n")
     monkeypatch.setenv("PAPERCHAT_RETRIEVAL__TOP_K", "5")
     settings = Settings.load(overrides={"llm": {"backend": "extractive"}, "store": {"index_dir": None}})
     assert settings.retrieval.top_k == 5  # env beats file
