@@ -78,7 +78,8 @@ class SentenceTransformerEmbeddings(Embeddings):
 
     @property
     def dimension(self) -> int:
-        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        model = self.model
+        get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(get())
 
     def count_tokens(self, text: str) -> int:
@@ -127,5 +128,12 @@ def _load(settings: EmbeddingSettings):
     try:
         return SentenceTransformer(path, device=device, backend=settings.backend)
     except Exception as error:  # noqa: BLE001 - any load failure gets one clear message
+        missing = isinstance(error, ImportError) or isinstance(error.__context__, ImportError)
+        if settings.backend != "torch" and missing:
+            # sentence-transformers exports the model for ONNX Runtime / OpenVINO through optimum,
+            # which paperchat does not install: the torch back-end is the default (BENCHMARKS.md says why).
+            raise EmbeddingModelError(f"embedding.backend = {settings.backend!r} needs optional packages "
+                                      f"({error}): pip install 'sentence-transformers[{settings.backend}]', "
+                                      "or set embedding.backend = 'torch'") from error
         raise EmbeddingModelError(f"cannot load embedding model {settings.model!r} from {path}: {error}. "
                                   "Set embedding.model to a sentence-transformers folder.") from error

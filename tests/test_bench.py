@@ -150,3 +150,15 @@ def test_bench_writes_json_and_markdown_at_a_tiny_size(tmp_path, bundled_index):
 
 def test_unknown_section_is_a_usage_error(tmp_path):
     assert bench.main(["--skip", "nonsense", "--out", str(tmp_path)]) == 2
+
+
+def test_a_faster_backend_without_its_packages_names_what_to_install():
+    import importlib.util
+
+    from rag.embeddings import EmbeddingModelError, make_embeddings
+    from rag.settings import EmbeddingSettings
+
+    if importlib.util.find_spec("optimum") is not None:
+        pytest.skip("optimum is installed here: the ONNX back-end loads")
+    with pytest.raises(EmbeddingModelError, match=r"sentence-transformers\[onnx\]"):
+        make_embeddings(EmbeddingSettings(backend="onnx")).model  # noqa: B018 - loading is the point

@@ -140,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         (out / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
         write_markdown(results, out / "BENCHMARKS.md")
 
+    def partial(name: str) -> Callable[[dict], None]:
+        """Saves a section's results so far: a run stopped half-way keeps what it measured."""
+
+        def keep(data: dict) -> None:
+            results[name] = {**data, "partial": True}
+            save()
+
+        return keep
+
     def section(name: str, work_fn: Callable[[], dict]) -> None:
         if name in skip:
             return
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             args.embedding_runs or args.runs,
             args.quick,
             tuple(p.strip() for p in args.embedding_variants.split(",") if p.strip()),
+            save=partial("embedding"),
         ),
     )
     section("answer", lambda: bench_answer(bundled_dir, args.runs))
@@ -189,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             tuple(_ints(args.extrapolate)),
             keep=args.keep_indexes,
             build_nice=args.build_nice,
+            save=partial("retrieval"),
         )
         if plot_growth(data, out / "growth.png"):
             results["plot"] = "growth.png"

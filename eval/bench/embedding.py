@@ -261,8 +261,18 @@ def overlap_at_10(ids: list[list[str]], reference: list[list[str]]) -> float:
     return round(float(np.mean([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, reference)])), 4)
 
 
-def bench_embedding(work: Path, runs: int, quick: bool, only: tuple[str, ...] = ()) -> dict:
-    """Embedding of the bundled chunks alone, per variant, with its answers against fp32 torch."""
+DEFAULT_VARIANT = "torch fp32, batch 32 (default ingest path)"
+
+
+def bench_embedding(
+    work: Path, runs: int, quick: bool, only: tuple[str, ...] = (), save: Callable[[dict], None] | None = None
+) -> dict:
+    """Embedding of the bundled chunks alone, per variant, with its answers against the default.
+
+    `only` keeps the variants whose name contains one of its strings ("default" names the default);
+    several processes can each measure some variants and `merge_embedding` joins them. `save` is
+    called with the partial result after each variant, so an interrupted run keeps what it measured.
+    """
     from rag.embeddings import make_embeddings
     from rag.settings import EmbeddingSettings
 
@@ -273,19 +283,30 @@ def bench_embedding(work: Path, runs: int, quick: bool, only: tuple[str, ...] = 
     texts = [c.text for c in chunks]
     asked = questions()
     variants: dict[str, Callable | None] = {
-        "torch fp32, batch 32 (default ingest path)": lambda batch: np.asarray(
-            embeddings.embed_documents(batch), dtype=np.float32
-        )
+        DEFAULT_VARIANT: lambda batch: np.asarray(embeddings.embed_documents(batch), dtype=np.float32)
     }
     variants.update(embedding_variants(embeddings.model, work, quick))
-    if only:  # the default stays: it is the reference every other variant's answers are compared with
+    if only:
         variants = {
             name: encode
-            for i, (name, encode) in enumerate(variants.items())
-            if i == 0 or any(part in name for part in only)
+            for name, encode in variants.items()
+            if any(part in name for part in only) or ("default" in only and name == DEFAULT_VARIANT)
         }
     default_query = lambda batch: np.asarray([embeddings.embed_query(t) for t in batch], dtype=np.float32)
-    rows, reference, reference_ids = [], None, None
+    vector_dir = work / "embedding-vectors"
+    vector_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        "texts": len(texts),
+        "abstracts": len(papers),
+        "questions": len(asked),
+        "variants": [],
+        "torch_threads": __import__("torch").get_num_threads(),
+        "note": "embedding step alone, model loaded, warm; abstracts per CPU-second = abstracts / CPU "
+        "time of all the process's threads (what a loaded machine distorts least); answers vs the default "
+        "torch fp32 ingest path (overlap@10 of Retriever.retrieve top-10 paper ids over the tune set's "
+        "stand-alone questions, queries embedded by the same variant)",
+    }
+    rows = result["variants"]
     for name, encode in variants.items():
         if encode is None:
             rows.append({"variant": name, "status": "not measured"})
@@ -303,10 +324,12 @@ def bench_embedding(work: Path, runs: int, quick: bool, only: tuple[str, ...] = 
             "texts_per_s": spread([len(texts) / s for s in seconds], 1),
             "abstracts_per_s": spread([len(papers) / s for s in seconds], 1),
             "load_average": load_average(),
+            "vectors_file": str(vector_dir / f"{os.getpid()}-{len(rows)}.npy"),
         }
-        query_encode = default_query if reference is None else encode
+        np.save(row["vectors_file"], vectors)
+        query_encode = default_query if name == DEFAULT_VARIANT else encode
         try:
-            ids = retrieved_ids(
+            row["top10_ids"] = retrieved_ids(
                 work / f"variant-index-{len(rows)}-{os.getpid()}",
                 papers,
                 chunks,
@@ -315,30 +338,44 @@ def bench_embedding(work: Path, runs: int, quick: bool, only: tuple[str, ...] = 
                 asked,
             )
         except Exception as error:  # noqa: BLE001 - retrieval is another module's: keep the speed figures
-            ids = None
             row["quality_error"] = f"{type(error).__name__}: {error}"[:300]
-        if reference is None:
-            reference, reference_ids = vectors, ids
-        cosine = (vectors * reference).sum(axis=1)
-        row["cosine_to_fp32"] = {"mean": round(float(cosine.mean()), 5), "min": round(float(cosine.min()), 5)}
-        row["overlap_at_10"] = row["identical_top10_questions"] = None
-        if ids is not None and reference_ids is not None:
-            row["overlap_at_10"] = overlap_at_10(ids, reference_ids)
-            row["identical_top10_questions"] = sum(a == b for a, b in zip(ids, reference_ids))
         rows.append(row)
-    return {
-        "texts": len(texts),
-        "abstracts": len(papers),
-        "questions": len(asked),
-        "variants": rows,
-        "torch_threads": __import__("torch").get_num_threads(),
-        "chunk_overlap": chunk_overlap_effect(embeddings, reference_ids, asked, work),
-        "note": "embedding step alone, model loaded, warm; abstracts per CPU-second = abstracts / CPU "
-        "time of all the process's threads (what a loaded machine distorts least); answers vs the default "
-        "torch fp32 ingest path "
-        "(overlap@10 of Retriever.retrieve top-10 paper ids over the tune set's stand-alone "
-        "questions, queries embedded by the same variant)",
-    }
+        compare_to_default(rows)
+        if save:
+            save(result)
+    if any(row["variant"] == DEFAULT_VARIANT and row.get("top10_ids") for row in rows):
+        reference = next(row for row in rows if row["variant"] == DEFAULT_VARIANT)
+        result["chunk_overlap"] = chunk_overlap_effect(embeddings, reference["top10_ids"], asked, work)
+    return result
+
+
+def compare_to_default(rows: list[dict]) -> None:
+    """Cosine to the default's vectors and top-10 overlap with its answers, for every measured row."""
+    reference = next((r for r in rows if r["variant"] == DEFAULT_VARIANT and r.get("top10_ids")), None)
+    if reference is None:
+        return
+    base = np.load(reference["vectors_file"])
+    for row in rows:
+        if "vectors_file" not in row:
+            continue
+        cosine = (np.load(row["vectors_file"]) * base).sum(axis=1)
+        row["cosine_to_fp32"] = {"mean": round(float(cosine.mean()), 5), "min": round(float(cosine.min()), 5)}
+        ids = row.get("top10_ids")
+        row["overlap_at_10"] = overlap_at_10(ids, reference["top10_ids"]) if ids else None
+        row["identical_top10_questions"] = (
+            sum(a == b for a, b in zip(ids, reference["top10_ids"])) if ids else None
+        )
+
+
+def merge_embedding(parts: list[dict]) -> dict:
+    """One embedding section from runs that each measured some variants (default first)."""
+    merged = {**parts[0], "variants": [row for part in parts for row in part["variants"]]}
+    merged["variants"].sort(key=lambda row: row["variant"] != DEFAULT_VARIANT)
+    for part in parts:
+        if "chunk_overlap" in part:
+            merged["chunk_overlap"] = part["chunk_overlap"]
+    compare_to_default(merged["variants"])
+    return merged
 
 
 def chunk_overlap_effect(embeddings, reference_ids, asked: list[str], work: Path) -> list[dict]:

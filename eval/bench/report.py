@@ -113,6 +113,12 @@ def write_markdown(results: dict, path: Path) -> None:
         f"Each figure: median (min-max, n = runs) over {results['runs']} runs unless noted.",
         "",
     ]
+    if results.get("commands"):
+        lines += [
+            "The figures below come from these runs (merged with `eval.bench.embedding.merge_embedding`):",
+            "",
+        ]
+        lines += [f"- {what}: `{command}`" for what, command in results["commands"].items()] + [""]
     if results.get("merged_from_previous_run"):
         lines += [
             "Sections kept from an earlier run (`--merge`): "
@@ -179,11 +185,12 @@ def _embedding_lines(emb: dict | None) -> list[str]:
         if "texts_per_s" not in v:
             lines.append(f"| {v['variant']} | not measured | | | | | | |")
             continue
+        cosine = v.get("cosine_to_fp32") or {}
         lines.append(
             f"| {v['variant']} | {fmt(v['texts_per_s'])} | {fmt(v['abstracts_per_s'])} | "
             f"{fmt(v.get('abstracts_per_cpu_s'))} | "
-            f"{v['cosine_to_fp32']['mean']} / {v['cosine_to_fp32']['min']} | {v['overlap_at_10']} | "
-            f"{v['identical_top10_questions']}/{emb['questions']} | {_load(v['load_average'])} |"
+            f"{cosine.get('mean', '')} / {cosine.get('min', '')} | {v.get('overlap_at_10')} | "
+            f"{v.get('identical_top10_questions')}/{emb['questions']} | {_load(v['load_average'])} |"
         )
     lines += ["", emb["note"] + ".", ""]
     overlap = emb.get("chunk_overlap")

@@ -13,6 +13,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,7 @@ def bench_retrieval(
     extrapolate_to: tuple[int, ...] = (1_000_000, 2_500_000),
     keep: bool = False,
     build_nice: int = 15,
+    save: Callable[[dict], None] | None = None,
 ) -> dict:
     rows = []
     rate = None
@@ -303,8 +305,17 @@ def bench_retrieval(
             load_average=load_average(),
         )
         rows.append(row)
+        if save:
+            save(growth_summary(rows, sizes, extrapolate_to, question_limit))
         if size >= 100_000 and not keep:
             shutil.rmtree(index_dir, ignore_errors=True)  # gigabytes; rebuilt on the next run
+    return growth_summary(rows, sizes, extrapolate_to, question_limit)
+
+
+def growth_summary(
+    rows: list[dict], sizes: list[int], extrapolate_to: tuple[int, ...], question_limit: int = 0
+) -> dict:
+    """The retrieval section from its size rows: the rows, the extrapolation and its checks."""
     measured = {r["papers_requested"] for r in rows if r["status"] == "ok"}
     return {
         "synthetic": SYNTHETIC_DESCRIPTION,
