@@ -20,7 +20,7 @@ from typing import get_args
 from rag.answer import Answer, Citation, QuestionKind, RetrievedPaper
 from rag.embeddings import make_embeddings
 from rag.extractive import extractive_answer
-from rag.judge import Judgement, judge, question_kind
+from rag.judge import Judgement, judge, narrow, question_kind
 from rag.retrieval import Retriever
 from rag.settings import Answerer, Settings
 from rag.store import PaperIndex
@@ -128,7 +128,10 @@ class PaperChat:
         retrieval = self.retriever.retrieve(query, depth=max(s.depth, top_k), year_min=year_min, year_max=year_max,
                                             include_undated=include_undated,
                                             among=list(among) if among is not None else None)
-        judgement: Judgement = judge(question if search_query is None else query, retrieval.papers, s, kind=kind)
+        if among is not None:
+            judgement: Judgement = narrow(retrieval.papers, s)
+        else:
+            judgement = judge(question if search_query is None else query, retrieval.papers, s, kind=kind)
         kept = {p.id for p in judgement.matching} | {p.id for p in judgement.related or []}
         shown = [p for p in judgement.papers if p.rank <= top_k or p.id in kept]
         timings = {f"retrieval_{k}": round(v, 4) for k, v in retrieval.timings_s.items()}
@@ -210,6 +213,13 @@ class PaperChat:
         if answer is None:
             answer = extractive_answer(question, sources.search_query, judgement, sources.retrieved, notice=notice)
             yield Token(answer.text)
+        if sources.narrowed_from is not None and answer.abstained:
+            answer.text = (f"None of the {sources.narrowed_from} papers of the previous answer "
+                           f"{_criterion_phrase(question)}.")
+        elif sources.narrowed_from is not None:  # say what the count is out of
+            answer.text = re.sub(r"^(\d+) (papers?) in this collection (match(?:es)?)",
+                                 rf"\1 of the {sources.narrowed_from} papers of the previous answer \3",
+                                 answer.text, count=1)
         answer.possibly_related = [] if answer.abstained else [
             Citation(number=n, id=p.id, title=p.title, year=p.year, passage=p.signals.evidence or p.passage)
             for n, p in enumerate(sources.related, len(sources.matching) + 1)]
@@ -258,6 +268,11 @@ def narrowing_criterion(question: str) -> str | None:
             rest = _FILLER.sub("", " ".join(part.strip() for part in match.groups() if part.strip()))
             return rest or None
     return None
+
+
+def _criterion_phrase(question: str) -> str:
+    """ "Which of those use ImageNet?" -> 'matches "use ImageNet"'."""
+    return f"matches \"{narrowing_criterion(question) or question.strip()}\""
 
 
 def _follow_up_kind(question: str, query: str, history: list[tuple[str, str]]) -> QuestionKind | None:

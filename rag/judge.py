@@ -219,3 +219,25 @@ def judge(question: str, papers: list[RetrievedPaper], settings: RetrievalSettin
     by_id = {p.id: p for p in judged}
     return Judgement(kind, verdict.abstained, [by_id[i] for i in verdict.matching], verdict.best,
                      [by_id[i] for i in verdict.related], judged)
+
+
+def narrow(papers: list[RetrievedPaper], settings: RetrievalSettings) -> Judgement:
+    """Which of the previous answer's `papers` satisfy a follow-up's narrowing ("which of those use
+    ImageNet?"): those that name the narrowing's key concepts nearly as fully as the best of them.
+
+    The probabilities of `judge` are calibrated on whole-collection candidate lists; among a handful
+    of papers the concept mentions decide (fitted on the tune set's follow-ups). Nothing naming them
+    means none of those papers does ("abstained"). Leaves `papers` alone.
+
+    >>> s = RetrievalSettings(narrow_min_coverage=0.2, narrow_relative=0.6)
+    >>> ps = [RetrievedPaper(id=i, title=i, score=0, rank=1, signals=Signals(key_coverage=k))
+    ...       for i, k in (("a", 1.0), ("b", 0.7), ("c", 0.3))]
+    >>> [p.id for p in narrow(ps, s).matching], narrow(ps[2:], s.model_copy(update={"narrow_min_coverage": 0.5})).abstained
+    (['a', 'b'], True)
+    """
+    best = max((p.signals.key_coverage for p in papers), default=0.0)
+    floor = max(settings.narrow_min_coverage, settings.narrow_relative * best)
+    matched = {p.id for p in papers if best >= settings.narrow_min_coverage and p.signals.key_coverage >= floor}
+    judged = [p.model_copy(update={"matches": p.id in matched, "related": False}) for p in papers]
+    matching = sorted((p for p in judged if p.matches), key=lambda p: -p.signals.key_coverage)
+    return Judgement("list", not matching, matching, best, [], judged)

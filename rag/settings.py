@@ -96,6 +96,9 @@ class RetrievalSettings(Section):
     related_threshold: float = Field(0.075, ge=0, le=1, description="probability from which a paper that does not match "
                                      "is shown as possibly related (beneath the matches, not counted, not cited)")
     related_max: int = Field(5, ge=0, le=50, description="at most this many possibly related papers")
+    narrow_min_coverage: float = Field(0.2, ge=0, le=1, description="a follow-up that narrows the previous list "
+                                       "keeps papers naming at least this share of its key concepts...")
+    narrow_relative: float = Field(0.6, ge=0, le=1, description="...and at least this share of the best paper's")
     abstain_threshold: float = Field(0.38, ge=0, le=1, description="best probability below which no paper answers "
                                      "a list question (abstain), unless a top paper names all its key concepts together")
     abstain_threshold_single: float = Field(0.65, ge=0, le=1, description="the same for a single-fact question: one "
