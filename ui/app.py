@@ -274,6 +274,7 @@ def respond(
         "year_min": low,
         "year_max": high,
         "include_undated": bool(include_undated),
+        "previous_papers": list(conversation.listed),
     }
     threading.Thread(
         target=_produce, args=(chat, question, options, events, stop), daemon=True, name="answer"
