@@ -139,7 +139,8 @@ def test_matching_papers_with_evidence_come_first_and_stay(chat):
     assert f"{len(sources.matching)} matching papers" in first.messages[-1]["content"]
     assert sorted(listed) == list(range(1, len(sources.matching) + 1))
     assert set(listed.values()) == {as_paper_text(p.title) for p in sources.matching}
-    assert first.messages[-1]["content"].count('class="pc-passage"') == len(sources.matching)  # the evidence
+    matches_html = first.messages[-1]["content"].split('<div class="pc-related">')[0]
+    assert matches_html.count('class="pc-passage"') == len(sources.matching)  # each with its evidence
     final = last_message(updates)
     assert numbered_titles(final) == listed
     assert "pc-status" not in final  # no "searching…" left once done
