@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
+from langchain_core.runnables import Runnable, RunnableLambda
+
 from rag.answer import Answer, Citation, QuestionKind, RetrievedPaper
 from rag.embeddings import make_embeddings
 from rag.extractive import extractive_answer
@@ -228,6 +230,22 @@ class PaperChat:
         answer.provenance = answer_provenance(self, answer, answerer, {
             "top_k": top_k, "year_min": year_min, "year_max": year_max, "include_undated": include_undated})
         yield Done(answer)
+
+    def as_runnable(self, **options) -> Runnable:
+        """The chat as a LangChain `Runnable`: `invoke("question")`, or `invoke({"question": ...,
+        "history": [...], "previous_papers": [...]})`, gives the `Answer`; `batch`, `stream` and `|`
+        composition come with it.
+
+        >>> chat.as_runnable(answerer="extractive").invoke("Which papers prune ResNet-50?").kind  # doctest: +SKIP
+        'list'
+        """
+        def answer(request: str | dict) -> Answer:
+            if isinstance(request, str):
+                return self.ask(request, **options)
+            fields = dict(request)
+            return self.ask(fields.pop("question"), **{**options, **fields})
+
+        return RunnableLambda(answer, name="paperchat")
 
     def ask(self, question: str, **options) -> Answer:
         """The final `Answer` of `stream()`."""

@@ -79,3 +79,14 @@ def test_judge_is_pure_and_sets_verdicts_on_copies():
     assert [p.model_dump() for p in papers] == before
     assert judgement.papers is not None and all(p.probability is not None for p in judgement.papers)
     assert {p.id for p in judgement.matching} == {p.id for p in judgement.papers if p.matches}
+
+
+def test_the_chat_is_a_langchain_runnable(chat):
+    from langchain_core.runnables import RunnableLambda
+
+    runnable = chat.as_runnable(answerer="extractive")
+    answers = runnable.batch(["Which papers prune ResNet-50?", {"question": "What is a good sourdough recipe?"}])
+    assert not answers[0].abstained and answers[0].citations
+    assert answers[1].abstained
+    count = (runnable | RunnableLambda(lambda answer: len(answer.citations))).invoke("Which papers prune ResNet-50?")
+    assert count == len(answers[0].citations)
