@@ -358,7 +358,7 @@ def test_chat_in_chromium_answers_with_citations_and_sources(bundled_index, brow
         submit(page, PRUNE)
         wait_until_done(page)
         chat_text = page.locator("#pc-chat").inner_text()
-        cites = last_answer(page).locator(".pc-cite")
+        cites = last_answer(page).locator(":scope > .pc-cite")  # the matches, not the possibly related
         assert f"{cites.count()} matching papers" in chat_text and cites.count() >= 2
         for title in PRUNING_TITLES:
             assert title in chat_text
