@@ -148,6 +148,16 @@ def test_bench_writes_json_and_markdown_at_a_tiny_size(tmp_path, bundled_index):
         index.close()
 
 
+def test_targets_of_a_run_without_the_default_embedding_have_no_embedding_row():
+    row = {
+        "variant": "openvino fp32",
+        "abstracts_per_s": {"median": 9.0, "min": 9.0, "max": 9.0, "n": 1},
+        "load_average": [1.0],
+        "overlap_at_10": None,
+    }
+    assert targets({"embedding": {"variants": [row]}}) == []
+
+
 def test_unknown_section_is_a_usage_error(tmp_path):
     assert bench.main(["--skip", "nonsense", "--out", str(tmp_path)]) == 2
 

@@ -25,9 +25,9 @@ def targets(results: dict) -> list[dict]:
     """The issue's target rows: figure, how it was obtained (measured / extrapolated / not measured), met."""
     out = []
     variants = [v for v in results.get("embedding", {}).get("variants", []) if "abstracts_per_s" in v]
-    if variants:
+    same = [v for v in variants if (v.get("overlap_at_10") or 0) >= SAME_ANSWERS_OVERLAP]
+    if variants and same:  # the default's own row is in `same` once its answers are known
         base = variants[0]
-        same = [v for v in variants if (v.get("overlap_at_10") or 0) >= SAME_ANSWERS_OVERLAP]
         best = max(same, key=lambda v: v["abstracts_per_s"]["median"])
         out.append(
             {
@@ -137,6 +137,8 @@ def write_markdown(results: dict, path: Path) -> None:
             met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
             lines.append(f"| {t['target']} | {t['figure']} | {t['how']} | {_load(t['load'])} | {met} |")
         lines.append("")
+    if results.get("notes"):
+        lines += ["## Notes", "", *[f"- {note}" for note in results["notes"]], ""]
     lines += _ingest_lines(results.get("ingest"))
     for name in ("embedding", "answer"):
         if results.get(name, {}).get("status") == "not measured":
