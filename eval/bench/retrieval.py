@@ -164,13 +164,16 @@ def child_query(payload: dict) -> dict:
 
 
 def power_fit(x1: float, y1: float, x2: float, y2: float):
-    """y = a * x**b through two points, as a function of x.
+    """y = a * x**b through two points, as a function of x; b >= 0, since time, disk and memory
+    never shrink as the index grows (a smaller figure at the larger size is noise, read as flat).
 
     >>> round(power_fit(10, 1, 100, 10)(1000), 6)
     100.0
+    >>> power_fit(10, 5, 100, 4)(1000)
+    4.0
     """
     b = math.log(y2 / y1) / math.log(x2 / x1) if y1 > 0 and y2 > 0 else 1.0
-    return lambda x: y2 * (x / x2) ** b
+    return lambda x: y2 * (x / x2) ** max(b, 0.0)
 
 
 EXTRAPOLATED = {
