@@ -165,7 +165,10 @@ class PaperChat:
         from rag.rewrite import make_standalone_query
 
         rewriter = None
-        if history and answerer != "extractive":
+        narrowing = bool(history and previous_papers and narrowing_criterion(question))
+        # The LLM rewrites a follow-up only once it is loaded: the papers must not wait for a model load,
+        # and a follow-up that narrows the previous list needs no rewriting at all.
+        if history and answerer != "extractive" and not narrowing and self.has_chat_model(answerer):
             try:
                 rewriter = self.chat_model(answerer)
             except Exception:  # noqa: BLE001 - without a model the heuristic rewrites
