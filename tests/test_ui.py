@@ -38,7 +38,7 @@ DISPLAY_PAPERS = FIXTURES / "display_papers.jsonl"
 XSS_TITLE = "<img src=x onerror=alert(1)>"
 XSS_ABSTRACT_PAYLOAD = "<script>alert(1)</script>"
 PRUNE = "Which papers prune ResNet-50?"
-OFF_TOPIC = "Which papers train deep reinforcement learning agents to play Atari games?"
+OFF_TOPIC = "Which papers recognize speech with transformers on LibriSpeech?"  # no paper says LibriSpeech
 APOSTROPHE_TITLE = "ConvNet's Channel Pruning: ResNet-50 at 75% Sparsity"  # stored as "...75\\% Sparsity"
 
 
@@ -173,8 +173,6 @@ def test_fact_question_shows_the_paper_with_the_sentence_that_answers(chat):
 def test_off_topic_question_says_so_plainly_without_exports(chat):
     final = ask(chat, OFF_TOPIC)[-1]
     message = final.messages[-1]["content"]
-    if not chat.search(OFF_TOPIC).abstained:
-        pytest.skip("the judge does not abstain on this question today")
     assert "No paper in this collection answers" in message and "matching paper" not in message
     assert final.bibtex_file["visible"] is False and final.csv_file["visible"] is False
     assert "no paper answers the question" in final.sources_html
