@@ -26,7 +26,15 @@ import numpy as np
 from eval.questions import Question, load_questions
 from rag.answer import RetrievedPaper
 from rag.embeddings import make_embeddings
-from rag.judge import FEATURES, MODEL_FILE, JudgeModel, carries_key_concepts, decide, question_features, question_kind
+from rag.judge import (
+    FEATURES,
+    MODEL_FILE,
+    JudgeModel,
+    decide,
+    question_features,
+    question_inputs,
+    question_kind,
+)
 from rag.retrieval import Retriever
 from rag.settings import RetrievalSettings, Settings
 from rag.store import PaperIndex
@@ -85,9 +93,11 @@ def training_pairs(data: list[tuple[Question, list[RetrievedPaper]]]) -> tuple[n
 
 def prepared(data: list[tuple[Question, list[RetrievedPaper]]], model: JudgeModel) -> list[tuple]:
     """Per question what `rag.judge.decide` needs, computed once: ids, probabilities, kind, override."""
-    return [(question, [p.id for p in papers], [model.probability(x) for x in question_features(papers)],
-             question_kind(question.question), any(carries_key_concepts(p) for p in papers[:3]))
-            for question, papers in data]
+    out = []
+    for question, papers in data:
+        probabilities, together = question_inputs(papers, model)
+        out.append((question, [p.id for p in papers], probabilities, question_kind(question.question), together))
+    return out
 
 
 def figures(data: list[tuple], settings: RetrievalSettings) -> dict[str, float]:

@@ -165,10 +165,10 @@ class PaperChat:
         from rag.rewrite import make_standalone_query
 
         rewriter = None
-        narrowing = bool(history and previous_papers and narrowing_criterion(question))
+        criterion = narrowing_criterion(question) if history and previous_papers else None
         # The LLM rewrites a follow-up only once it is loaded: the papers must not wait for a model load,
         # and a follow-up that narrows the previous list needs no rewriting at all.
-        if history and answerer != "extractive" and not narrowing and self.has_chat_model(answerer):
+        if history and answerer != "extractive" and not criterion and self.has_chat_model(answerer):
             try:
                 rewriter = self.chat_model(answerer)
             except Exception:  # noqa: BLE001 - without a model the heuristic rewrites
@@ -183,7 +183,6 @@ class PaperChat:
             yield Done(answer)
             return
         kind = _follow_up_kind(question, query, history)
-        criterion = narrowing_criterion(question) if history and previous_papers else None
         if criterion:
             sources = self.search(criterion, top_k, year_min, year_max, kind="list", include_undated=include_undated,
                                   among=previous_papers)

@@ -159,6 +159,13 @@ def question_features(papers: list[RetrievedPaper]) -> list[list[float]]:
     return [features(p.signals, p.score, stats, rank) for rank, p in enumerate(papers, 1)]
 
 
+def question_inputs(papers: list[RetrievedPaper], model: JudgeModel) -> tuple[list[float], bool]:
+    """What `decide` needs besides the settings: each paper's probability, and whether a top paper
+    names all the question's key concepts together."""
+    probabilities = [model.probability(x) for x in question_features(papers)]
+    return probabilities, any(carries_key_concepts(p) for p in papers[:3])
+
+
 def carries_key_concepts(paper: RetrievedPaper) -> bool:
     """Whether the paper names every key concept of the question together (a sentence or its title),
     and the collection lacks none of the question's concepts.
@@ -209,9 +216,8 @@ def judge(question: str, papers: list[RetrievedPaper], settings: RetrievalSettin
     """Which of `papers` (retrieval order) answer `question`, or that none does. Leaves `papers` alone."""
     kind = kind or question_kind(question)
     model = model or shipped_model()
-    probabilities = [model.probability(x) for x in question_features(papers)]
-    verdict = decide([p.id for p in papers], probabilities, kind, settings,
-                     any(carries_key_concepts(p) for p in papers[:3]))
+    probabilities, together = question_inputs(papers, model)
+    verdict = decide([p.id for p in papers], probabilities, kind, settings, together)
     matched, near = set(verdict.matching), set(verdict.related)
     judged = [p.model_copy(update={"probability": round(pr, 4), "matches": p.id in matched,
                                    "related": p.id in near})

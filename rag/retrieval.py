@@ -99,7 +99,8 @@ class Retriever:
             if paper_id not in best_lexical or score > best_lexical[paper_id][0]:
                 best_lexical[paper_id] = (score, chunk_id)
         if among is not None:
-            best_lexical = {pid: hit for pid, hit in best_lexical.items() if pid in set(among)}
+            wanted = set(among)
+            best_lexical = {pid: hit for pid, hit in best_lexical.items() if pid in wanted}
             best_dense = self._dense_of(list(dict.fromkeys(among)), vector)
         dense_rank = {pid: r for r, pid in enumerate(sorted(best_dense, key=lambda p: -best_dense[p][0]), 1)}
         lexical_rank = {pid: r for r, pid in enumerate(sorted(best_lexical, key=lambda p: -best_lexical[p][0]), 1)}
@@ -118,7 +119,9 @@ class Retriever:
         best_chunk = {pid: _best_chunk(pid, best_dense, best_lexical) for pid in order}
         passages = self.index.passages(list(best_chunk.values()))
         concepts = query_concepts(query)
-        mentions = self._mentions(concepts, records)
+        # part 0 is the title, parts 1.. the abstract's sentences; split once, for mentions and evidence
+        texts = {pid: [paper.title, *split_sentences(paper.abstract)] for pid, paper in records.items()}
+        mentions = self._mentions(concepts, texts)
         terms = [c for c in concepts if c.kind == "term"]
         present_phrases = [c for c in concepts if c.kind == "phrase" and c.df > 0]
         slots = question_slots(concepts)
@@ -149,7 +152,7 @@ class Retriever:
                     title_key_coverage=round(part_credit.get(0, 0.0), 4),
                     absent_share=round(absent_share, 4),
                     concepts_matched=[c.text for c in concepts if c.text in mentioned],
-                    evidence=_part_text(paper, best_part) if best_part else ""),
+                    evidence=texts[pid][best_part] if best_part else ""),
                 metadata={"authors": list(paper.authors), "author_count": paper.author_count, "date": paper.date,
                           "url": paper.url, "upvotes": paper.upvotes, "categories": list(paper.categories),
                           "sources": list(paper.sources)}))
@@ -176,7 +179,7 @@ class Retriever:
                 out[pid] = (sim, chunk_id)
         return out
 
-    def _mentions(self, concepts: list[Concept], records: dict[str, Paper]) -> dict[str, dict[int, set[str]]]:
+    def _mentions(self, concepts: list[Concept], texts: dict[str, list[str]]) -> dict[str, dict[int, set[str]]]:
         """For each paper, which concepts each of its parts mentions (any spelling, stemmed).
 
         Part 0 is the title, parts 1.. the abstract's sentences: concepts named together in one
@@ -193,14 +196,13 @@ class Retriever:
             group.idf = min(max(c.idf for c in alternative) for alternative in group.alternatives)
             group.df = int(any(all(c.df > 0 for c in alternative) for alternative in group.alternatives))
         out: dict[str, dict[int, set[str]]] = {}
-        if not records:
+        if not texts:
             return out
         with self._scratch_lock:
             db = self._scratch
             db.execute("DELETE FROM candidates")
             db.executemany("INSERT INTO candidates VALUES (?, ?, ?)",
-                           [(text, pid, n) for pid, paper in records.items()
-                            for n, text in enumerate([paper.title, *split_sentences(paper.abstract)])])
+                           [(text, pid, n) for pid, parts in texts.items() for n, text in enumerate(parts)])
             for concept in concepts:
                 if concept.df == 0 or concept.kind == "group":
                     continue
@@ -213,10 +215,6 @@ class Retriever:
     def _document_frequency(self, concept: Concept) -> int:
         """How many papers of the index mention `concept` (the index caches it)."""
         return self.index.document_frequency(match_expression(concept))
-
-
-def _part_text(paper: Paper, part: int) -> str:
-    return paper.title if part == 0 else split_sentences(paper.abstract)[part - 1]
 
 
 def _best_chunk(pid: str, dense: dict, lexical: dict) -> str:
