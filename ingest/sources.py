@@ -81,6 +81,15 @@ class Limits:
     max_title_chars: int = 300
 
 
+def located(path: str, line: int | None, text: str) -> str:
+    """A message as people read it next to its place: "file:line: text", or "file: text" without a line.
+
+    >>> located("a.csv", 4, "unclosed quote"), located("a.csv", None, "empty file")
+    ('a.csv:4: unclosed quote', 'a.csv: empty file')
+    """
+    return f"{path if line is None else f'{path}:{line}'}: {text}"
+
+
 @dataclass(frozen=True)
 class Rejection:
     """A record that could not be read, and where it is.
@@ -96,8 +105,7 @@ class Rejection:
     reason: str
 
     def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: {self.reason}"
+        return located(self.path, self.line, self.reason)
 
 
 @dataclass(frozen=True)
@@ -113,8 +121,7 @@ class Notice:
     text: str
 
     def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: {self.text}"
+        return located(self.path, self.line, self.text)
 
 
 @dataclass
