@@ -8,10 +8,10 @@ and by the judge. A concept is a term ("ResNet-50"), a phrase of two adjacent co
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from rag.text import STOPWORDS
+from rag.text import STOPWORDS, words
 
 _WORD = re.compile(r"\w+")
 _COMPOUND = re.compile(r"\w+(?:[-./]\w+)+")
@@ -29,7 +29,8 @@ FRAMING_WORDS = frozenset([
     "relating", "based", "around", "via", "i.e", "e.g", "etc", "ie", "eg", "including", "include",
     "includes", "kind", "kinds", "sort", "type", "types", "way", "ways", "something", "anything", "someone",
     "anyone", "tell", "know", "known", "recent", "recently", "new", "good", "many", "much", "often",
-    "another", "other", "others", "whose"
+    "another", "other", "others", "whose", "mainly", "mostly", "primarily", "chiefly", "largely", "specifically",
+    "particularly", "especially", "actually", "really", "generally", "explicitly", "directly", "somehow"
 ])
 # Prefixes that only modify the word they are hyphenated to ("re-collected", "non-linear").
 _PREFIXES = frozenset([
@@ -276,3 +277,102 @@ def credit_share(slots: Sequence[Concept], mentioned: set[str]) -> float:
     """
     total = sum(c.idf for c in slots)
     return sum(c.idf * c.credit(mentioned) for c in slots) / total if total else 0.0
+
+
+# A short form defined in brackets: "knowledge distillation (KD)", "large language models (LLMs)".
+_SHORT_FORM = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9-]{1,9})\s*[;,)]")
+# How a question writes an abbreviation: two capitals at least ("KD", "ViT", "LLMs", "ResNet").
+_ABBREVIATION = re.compile(r"\b[A-Za-z0-9-]*[A-Z][A-Za-z0-9-]*[A-Z][A-Za-z0-9-]*\b")
+
+
+def _singular(short: str) -> str:
+    """An abbreviation without its plural "s" ("LLMs" -> "llm"), lower-case."""
+    return (short[:-1] if len(short) > 2 and short.endswith("s") and short[-2].isupper() else short).lower()
+
+
+def long_form(short: str, before: str) -> str | None:
+    """The words of `before` that `short` abbreviates (Schwartz & Hearst, 2003), or None.
+
+    Each character of the short form must occur in the long form in order, from the right, and its
+    first character must begin a word; the long form is at most min(|short| + 5, 2·|short|) words.
+
+    >>> long_form("KD", "we study knowledge distillation"), long_form("ViT", "a plain Vision Transformer")
+    ('knowledge distillation', 'Vision Transformer')
+    >>> long_form("LLMs", "prompting large language models"), long_form("NAS", "we use the proposed method")
+    ('large language models', None)
+    """
+    short = short[:-1] if len(short) > 2 and short.endswith("s") and short[-2].isupper() else short
+    tokens = before.split()
+    window = " ".join(tokens[-min(len(short) + 5, 2 * len(short)):])
+    s, i = len(short) - 1, len(window) - 1
+    while s >= 0:
+        c = short[s].lower()
+        if not c.isalnum():
+            s -= 1
+            continue
+        while i >= 0 and (window[i].lower() != c or (s == 0 and i > 0 and window[i - 1].isalnum())):
+            i -= 1
+        if i < 0:
+            return None
+        i -= 1
+        s -= 1
+    found = window[window.rfind(" ", 0, i + 1) + 1:].strip(" ,;:-")
+    if len(found.split()) < 2 or short.lower() in found.lower().split():
+        return None
+    return found
+
+
+def abbreviations_in(question: str) -> list[str]:
+    """The abbreviations a question uses, lower-case and singular.
+
+    >>> abbreviations_in("Which papers apply KD to ViTs or to LLMs, not to CNNs?")
+    ['kd', 'vit', 'llm', 'cnn']
+    """
+    return list(dict.fromkeys(_singular(token) for token in _ABBREVIATION.findall(question)))
+
+
+def find_abbreviations(texts: Iterable[str]) -> dict[str, set[str]]:
+    """Abbreviations the texts define, lower-case and singular, with their long forms (word lists).
+
+    >>> find_abbreviations(["We revisit knowledge distillation (KD) for ViTs.", "Large language models (LLMs) ..."])
+    {'kd': {'knowledge distillation'}, 'llm': {'large language models'}}
+    """
+    found: dict[str, set[str]] = {}
+    for text in texts:
+        for match in _SHORT_FORM.finditer(text):
+            short = match.group(1)
+            if sum(ch.isupper() for ch in short) < 2:
+                continue
+            long = long_form(short, text[:match.start()])
+            if long:
+                found.setdefault(_singular(short), set()).add(" ".join(words(long)))
+    return found
+
+
+def expand_abbreviations(concepts: Sequence[Concept], question: str, definitions: dict[str, set[str]]) -> None:
+    """Let each abbreviation of the question also be matched by its long form, and each long form
+    the question spells out by its abbreviation, as the candidates' own texts define them.
+
+    >>> cs = query_concepts("Which papers use KD on neural architecture search?")
+    >>> expand_abbreviations(cs, "Which papers use KD on neural architecture search?",
+    ...                      {"kd": {"knowledge distillation"}, "nas": {"neural architecture search"}})
+    >>> [c.spellings for c in cs if c.text in ("kd", "search", "architecture search")]
+    [['kd', 'knowledge distillation'], ['search', 'nas'], ['architecture search', 'nas']]
+    """
+    by_text = {c.text: c for c in concepts if c.kind != "group"}
+    for token in _ABBREVIATION.findall(question):
+        concept = by_text.get(token.lower())
+        for long in sorted(definitions.get(_singular(token), ())) if concept else ():
+            if long not in concept.spellings:
+                concept.spellings.append(long)
+    asked = " ".join(words(question))
+    for short, longs in definitions.items():
+        for long in longs:
+            if f" {long} " not in f" {asked} ":
+                continue
+            parts = long.split()
+            inside = [c for c in concepts if c.kind != "group" and c.text in parts
+                      or c.kind == "phrase" and f" {c.text} " in f" {long} "]
+            for concept in inside:
+                if short not in concept.spellings:
+                    concept.spellings.append(short)

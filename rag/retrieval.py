@@ -24,7 +24,17 @@ from pydantic import ConfigDict
 
 from rag.answer import RetrievedPaper, Signals
 from rag.papers import Paper
-from rag.query import Concept, credit_share, idf_share, match_expression, query_concepts, question_slots
+from rag.query import (
+    Concept,
+    abbreviations_in,
+    credit_share,
+    expand_abbreviations,
+    find_abbreviations,
+    idf_share,
+    match_expression,
+    query_concepts,
+    question_slots,
+)
 from rag.settings import RetrievalSettings
 from rag.store import PaperIndex
 from rag.text import split_sentences
@@ -86,7 +96,11 @@ class Retriever:
                                                                       include_undated)
         timings["dense"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        lexical = self.index.lexical_search(query, s.candidates, year_min, year_max, include_undated=include_undated)
+        # "KD" also searches for "knowledge distillation", as the papers that write "KD" define it
+        defined = self._definitions(query)
+        lexical_query = " ".join([query, *sorted({long for longs in defined.values() for long in longs})])
+        lexical = self.index.lexical_search(lexical_query, s.candidates, year_min, year_max,
+                                            include_undated=include_undated)
         timings["lexical"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -121,6 +135,10 @@ class Retriever:
         concepts = query_concepts(query)
         # part 0 is the title, parts 1.. the abstract's sentences; split once, for mentions and evidence
         texts = {pid: [paper.title, *split_sentences(paper.abstract)] for pid, paper in records.items()}
+        # "KD" in the question also matches "knowledge distillation", as the candidates define it
+        for short, longs in find_abbreviations(t for parts in texts.values() for t in parts).items():
+            defined.setdefault(short, set()).update(longs)
+        expand_abbreviations(concepts, query, defined)
         mentions = self._mentions(concepts, texts)
         terms = [c for c in concepts if c.kind == "term"]
         present_phrases = [c for c in concepts if c.kind == "phrase" and c.df > 0]
@@ -163,6 +181,17 @@ class Retriever:
             timings["rerank"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         return Retrieval(query=query, papers=papers, concepts=concepts, timings_s=timings)
+
+    def _definitions(self, query: str, papers: int = 20) -> dict[str, set[str]]:
+        """The long forms of the question's abbreviations, as the papers that use them define them."""
+        found: dict[str, set[str]] = {}
+        for short in abbreviations_in(query):
+            hits = dict.fromkeys(pid for _, pid, _ in self.index.lexical_search(short, papers))
+            records = self.index.papers(list(hits)).values()
+            longs = find_abbreviations(sentence for paper in records for sentence in split_sentences(paper.abstract))
+            if short in longs:
+                found[short] = longs[short]
+        return found
 
     def _dense_of(self, paper_ids: list[str], vector: list[float]) -> dict[str, tuple[float, str]]:
         """Best-chunk cosine similarity to `vector` for papers the dense search did not return."""

@@ -91,9 +91,9 @@ class RetrievalSettings(Section):
     reranker_path: Path | None = Field(None, description="local sentence-transformers CrossEncoder folder; unset = off")
     key_terms: int = Field(3, ge=1, le=20, description="how many of the question's rarest slots (a term, or a group "
                            "of alternatives like \"X or Y\") are its key terms")
-    match_threshold: float = Field(0.15, ge=0, le=1, description="the judge's probability from which a paper counts as "
+    match_threshold: float = Field(0.1, ge=0, le=1, description="the judge's probability from which a paper counts as "
                                    "matching (fitted on eval/questions/tune.jsonl by eval/tune_judge.py)")
-    related_threshold: float = Field(0.075, ge=0, le=1, description="probability from which a paper that does not match "
+    related_threshold: float = Field(0.05, ge=0, le=1, description="probability from which a paper that does not match "
                                      "is shown as possibly related (beneath the matches, not counted, not cited)")
     related_max: int = Field(5, ge=0, le=50, description="at most this many possibly related papers")
     narrow_min_coverage: float = Field(0.2, ge=0, le=1, description="a follow-up that narrows the previous list "
@@ -101,7 +101,7 @@ class RetrievalSettings(Section):
     narrow_relative: float = Field(0.6, ge=0, le=1, description="...and at least this share of the best paper's")
     abstain_threshold: float = Field(0.38, ge=0, le=1, description="best probability below which no paper answers "
                                      "a list question (abstain), unless a top paper names all its key concepts together")
-    abstain_threshold_single: float = Field(0.65, ge=0, le=1, description="the same for a single-fact question: one "
+    abstain_threshold_single: float = Field(0.6, ge=0, le=1, description="the same for a single-fact question: one "
                                             "paper must state the fact, so the bar is higher")
     depth: int = Field(60, ge=5, le=1000, description="papers judged per question (list answers may cite all that match)")
 
