@@ -332,6 +332,7 @@ def run_ingest(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONIOENCODING": "utf-8"})
 
 
+@pytest.mark.slow
 def test_hostile_inputs_end_to_end(tmp_path):
     """Every kind of fault in one run: exit 3, one line per rejection, every good record in a consistent
     index."""
@@ -379,6 +380,7 @@ def test_hostile_inputs_end_to_end(tmp_path):
     assert chunks["giant"] == 1
 
 
+@pytest.mark.slow
 def test_an_empty_folder_warns_and_fails(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_ingest(str(tmp_path / "empty"), "--index", str(tmp_path / "index"))
