@@ -439,6 +439,7 @@ def test_categories_and_since_keep_only_the_papers_asked_for(tmp_path):
     assert set(index_consistency(tmp_path / "index")) == {"2001.00000", "2001.00001", "2001.00004"}
 
 
+@pytest.mark.slow
 def test_the_stream_holds_no_records_in_memory(tmp_path):
     from ingest.sources import PaperStream, paper_filter
 
