@@ -205,6 +205,7 @@ def _as_unprivileged() -> list[str] | None:
     return None
 
 
+@pytest.mark.slow
 def test_read_only_index_answers_questions_and_is_never_told_to_rebuild(index_dir, source):
     prefix = _as_unprivileged()
     if prefix is None:

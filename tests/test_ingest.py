@@ -76,6 +76,7 @@ def test_changed_abstract_replaces_its_chunks_in_both_indexes(tmp_path):
     index.close()
 
 
+@pytest.mark.slow
 def test_bad_records_are_rejected_by_line_and_the_rest_ingested(tmp_path):
     settings = make_settings(tmp_path / "index")
     ingest([write_jsonl(tmp_path / "good.jsonl", PAPERS[:1])], settings)
@@ -91,6 +92,7 @@ def test_bad_records_are_rejected_by_line_and_the_rest_ingested(tmp_path):
     assert set(state(settings)["hashes"]) == {"p1", "p2", "p3"}  # what was stored before is still there
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"\x00\x01\x02binary\xff"])
 def test_empty_or_binary_file_is_rejected_with_its_name(tmp_path, content):
     path = tmp_path / "weird.jsonl"
@@ -99,6 +101,7 @@ def test_empty_or_binary_file_is_rejected_with_its_name(tmp_path, content):
     assert "weird.jsonl" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_corrupt_or_foreign_index_gives_a_clear_error(tmp_path):
     settings = make_settings(tmp_path / "index")
     ingest([write_jsonl(tmp_path / "p.jsonl", PAPERS)], settings)

@@ -332,6 +332,7 @@ def run_ingest(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONIOENCODING": "utf-8"})
 
 
+@pytest.mark.slow
 def test_hostile_inputs_end_to_end(tmp_path):
     """Every kind of fault in one run: exit 3, one line per rejection, every good record in a consistent
     index."""
@@ -379,6 +380,7 @@ def test_hostile_inputs_end_to_end(tmp_path):
     assert chunks["giant"] == 1
 
 
+@pytest.mark.slow
 def test_an_empty_folder_warns_and_fails(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_ingest(str(tmp_path / "empty"), "--index", str(tmp_path / "index"))
@@ -437,6 +439,7 @@ def test_categories_and_since_keep_only_the_papers_asked_for(tmp_path):
     assert set(index_consistency(tmp_path / "index")) == {"2001.00000", "2001.00001", "2001.00004"}
 
 
+@pytest.mark.slow
 def test_the_stream_holds_no_records_in_memory(tmp_path):
     from ingest.sources import PaperStream, paper_filter
 

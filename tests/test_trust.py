@@ -82,6 +82,7 @@ def test_markers_inside_titles_and_abstracts_never_cite_other_papers(chat):
 
 # --- an LLM server that echoes the request headers ---------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["sk-live-Zq8xW2vN5mK7pR4tY6uB", "hunter2-Zq8xW2vN5mK7pR4tY6uB"],
                          ids=["key-shaped", "any-secret"])
 def test_echoed_api_key_never_reaches_the_notice_whole_or_cut(settings, monkeypatch, key):
