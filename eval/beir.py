@@ -15,13 +15,13 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 from tqdm import tqdm
 
-from eval.metrics import score_beir
-from eval.report import write_beir_markdown
-from ingest.pipeline import ingest, tqdm_progress
-from rag.embeddings import make_embeddings
-from rag.retrieval import Retriever
-from rag.settings import Settings
-from rag.store import PaperIndex
+from paperchat.eval.metrics import score_beir
+from paperchat.eval.report import write_beir_markdown
+from paperchat.ingest.pipeline import ingest, tqdm_progress
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.retrieval import Retriever
+from paperchat.rag.settings import Settings
+from paperchat.rag.store import PaperIndex
 
 
 class BeirError(ValueError):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from rag.answer import QuestionKind
-from rag.papers import normalize_title
+from paperchat.rag.answer import QuestionKind
+from paperchat.rag.papers import normalize_title
 
 KINDS: tuple[str, ...] = ("list", "single", "none")
 LIST_SEPARATOR = "|"

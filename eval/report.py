@@ -15,7 +15,14 @@ from statistics import fmean
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eval.metrics import METRIC_KEYS, cited_ids, is_answerable, must_mention_found, recall_curve, record_score
+from paperchat.eval.metrics import (
+    METRIC_KEYS,
+    cited_ids,
+    is_answerable,
+    must_mention_found,
+    recall_curve,
+    record_score,
+)
 
 KINDS = ("list", "single", "none")
 WORST_SHOWN = 10

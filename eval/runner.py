@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from eval.metrics import score_results
-from eval.questions import Question
-from eval.report import write_markdown, write_plots
-from rag.answer import Answer
+from paperchat.eval.metrics import score_results
+from paperchat.eval.questions import Question
+from paperchat.eval.report import write_markdown, write_plots
+from paperchat.rag.answer import Answer
 
 RESULTS_FILE = "results.jsonl"
 REPORT_JSON = "report.json"
@@ -85,7 +85,7 @@ def run_questions(questions: Sequence[Question], ask: Callable[..., Answer], out
                 else:
                     answer = ask(question.question)
                 if not isinstance(answer, Answer):
-                    raise TypeError(f"ask() returned {type(answer).__name__}, expected rag.answer.Answer")
+                    raise TypeError(f"ask() returned {type(answer).__name__}, expected paperchat.rag.answer.Answer")
             except Exception as exc:  # noqa: BLE001 - any answerer failure is data for the report
                 answer, error = None, f"{type(exc).__name__}: {exc}"
             latency_s = time.perf_counter() - started

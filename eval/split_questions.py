@@ -1,6 +1,6 @@
 """Split the user-style question set once into `tune` and `validate`, before anything is tuned on it.
 
-    python -m eval.split_questions eval/questions/drafts/*.jsonl
+    python -m paperchat.eval.split_questions eval/questions/drafts/*.jsonl
 
 Writes `eval/questions/tune.jsonl` and `eval/questions/validate.jsonl`. The split is fixed by the
 question ids alone (a SHA-1 of the id orders each kind, and the halves alternate), stratified by

@@ -1,6 +1,6 @@
 """Fit the judge (`rag/judge_model.json`) and its thresholds on the tune questions only.
 
-    python -m eval.tune_judge --index DIR [--questions eval/questions/tune.jsonl] [--check FILE ...] [--write]
+    python -m paperchat.eval.tune_judge --index DIR [--questions eval/questions/tune.jsonl] [--check FILE ...] [--write]
 
 1. Every tune question is retrieved once (follow-ups are skipped: they are judged against their
    parent's papers, not the collection); each candidate paper's `rag.judge.features` and whether it
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.questions import Question, load_questions
-from rag.answer import RetrievedPaper
-from rag.embeddings import make_embeddings
-from rag.judge import (
+from paperchat.eval.questions import Question, load_questions
+from paperchat.rag.answer import RetrievedPaper
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.judge import (
     FEATURES,
     MODEL_FILE,
     JudgeModel,
@@ -35,9 +35,9 @@ from rag.judge import (
     question_inputs,
     question_kind,
 )
-from rag.retrieval import Retriever
-from rag.settings import RetrievalSettings, Settings
-from rag.store import PaperIndex
+from paperchat.rag.retrieval import Retriever
+from paperchat.rag.settings import RetrievalSettings, Settings
+from paperchat.rag.store import PaperIndex
 
 GOAL_RECALL, GOAL_PRECISION = 0.92, 0.80
 

@@ -19,13 +19,13 @@ from typing import get_args
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from rag.answer import Answer, Citation, QuestionKind, RetrievedPaper
-from rag.embeddings import make_embeddings
-from rag.extractive import extractive_answer
-from rag.judge import Judgement, judge, narrow, question_kind
-from rag.retrieval import Retriever
-from rag.settings import Answerer, Settings
-from rag.store import PaperIndex
+from paperchat.rag.answer import Answer, Citation, QuestionKind, RetrievedPaper
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.extractive import extractive_answer
+from paperchat.rag.judge import Judgement, judge, narrow, question_kind
+from paperchat.rag.retrieval import Retriever
+from paperchat.rag.settings import Answerer, Settings
+from paperchat.rag.store import PaperIndex
 
 ANSWERERS: tuple[Answerer, ...] = get_args(Answerer)
 SMALL_TALK_REPLY = ("Hello! Ask me about the papers in this collection, for example "
@@ -89,7 +89,7 @@ class PaperChat:
         index = PaperIndex.open(settings, make_embeddings(settings.embedding))
         if index.paper_count() == 0:
             index.close()
-            from rag.store import IndexNotFoundError
+            from paperchat.rag.store import IndexNotFoundError
 
             raise IndexNotFoundError(f"the index at {settings.store.index_dir} is empty: run `paperchat ingest` first")
         return cls(settings, index, chat_models)
@@ -109,7 +109,7 @@ class PaperChat:
 
     def _chat_model(self, backend: str):
         if backend not in self._chat_models:
-            from rag.llm import make_chat_model
+            from paperchat.rag.llm import make_chat_model
 
             self._chat_models[backend] = make_chat_model(self.settings.llm, backend)
         return self._chat_models[backend]
@@ -162,7 +162,7 @@ class PaperChat:
             raise ValueError(f"unknown answerer {answerer!r}: use one of {', '.join(ANSWERERS)}")
         history = list(history)
 
-        from rag.rewrite import make_standalone_query
+        from paperchat.rag.rewrite import make_standalone_query
 
         rewriter = None
         criterion = narrowing_criterion(question) if history and previous_papers else None
@@ -196,8 +196,8 @@ class PaperChat:
         answer: Answer | None = None
         notice = None
         if answerer != "extractive" and not sources.abstained:
-            from rag.generate import stream_llm_answer
-            from rag.llm import LLMUnavailableError
+            from paperchat.rag.generate import stream_llm_answer
+            from paperchat.rag.llm import LLMUnavailableError
 
             llm = self.settings.llm
             try:
@@ -309,7 +309,7 @@ def _make_reranker(settings: Settings):
     path = settings.retrieval.reranker_path
     if path is None:
         return None
-    from rag.rerank import CrossEncoderReranker
+    from paperchat.rag.rerank import CrossEncoderReranker
 
     return CrossEncoderReranker(path)
 
@@ -352,7 +352,7 @@ def _model_provenance(settings: Settings, backend: str) -> dict:
     if backend != "local":
         return {"backend": backend, "model": llm.model, "base_url": llm.base_url}
     if llm.model_path is None:
-        from rag.local_model import DEFAULT_MODEL_FILENAME, DEFAULT_MODEL_SHA256
+        from paperchat.rag.local_model import DEFAULT_MODEL_FILENAME, DEFAULT_MODEL_SHA256
 
         return {"backend": "local", "file": DEFAULT_MODEL_FILENAME, "sha256": DEFAULT_MODEL_SHA256}
     path = llm.model_path

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
-from rag.settings import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
+from paperchat.rag.settings import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
 
 
 class EmbeddingModelError(RuntimeError):

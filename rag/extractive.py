@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from rag.answer import Answer, Citation, RetrievedPaper, enforce_citations, neutralise_markers
-from rag.judge import Judgement
-from rag.text import content_stems, split_sentences
+from paperchat.rag.answer import Answer, Citation, RetrievedPaper, enforce_citations, neutralise_markers
+from paperchat.rag.judge import Judgement
+from paperchat.rag.text import content_stems, split_sentences
 
 _NUMBER = re.compile(r"\d")
 _ASKS_FOR_NUMBER = re.compile(r"^\s*(how (many|much|fast|accurate|long|large|big|well)|what (is the |was the )?"

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from rag.answer import QuestionKind, RetrievedPaper, Signals
-from rag.settings import RetrievalSettings
+from paperchat.rag.answer import QuestionKind, RetrievedPaper, Signals
+from paperchat.rag.settings import RetrievalSettings
 
 MODEL_FILE = Path(__file__).with_name("judge_model.json")
 

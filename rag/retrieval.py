@@ -22,12 +22,19 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from rag.answer import RetrievedPaper, Signals
-from rag.papers import Paper
-from rag.query import Concept, credit_share, idf_share, match_expression, query_concepts, question_slots
-from rag.settings import RetrievalSettings
-from rag.store import PaperIndex
-from rag.text import split_sentences
+from paperchat.rag.answer import RetrievedPaper, Signals
+from paperchat.rag.papers import Paper
+from paperchat.rag.query import (
+    Concept,
+    credit_share,
+    idf_share,
+    match_expression,
+    query_concepts,
+    question_slots,
+)
+from paperchat.rag.settings import RetrievalSettings
+from paperchat.rag.store import PaperIndex
+from paperchat.rag.text import split_sentences
 
 
 @dataclass

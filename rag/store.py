@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from rag.chunking import Chunk, chunk_paper
-from rag.lexical import LexicalIndex, LexicalIndexError
-from rag.papers import PAPER_ID, YEAR, Paper
-from rag.settings import Settings, StoreSettings
+from paperchat.rag.chunking import Chunk, chunk_paper
+from paperchat.rag.lexical import LexicalIndex, LexicalIndexError
+from paperchat.rag.papers import PAPER_ID, YEAR, Paper
+from paperchat.rag.settings import Settings, StoreSettings
 
 MARKER = "paperchat-index.json"
 INDEX_FORMAT = 2  # 2: lexical FTS rows share their rowid with `chunks` rows

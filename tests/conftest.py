@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.settings import Settings
+from paperchat.rag.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 # 40 papers of the bundled corpus (the ResNet-50 pruning, FP8 and distillation papers, the rest picked at
@@ -50,7 +50,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def bundled_index(tmp_path_factory) -> Settings:
     """The bundled corpus (573 papers) ingested once, with the real packaged model. Read-only."""
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     index_dir = tmp_path_factory.mktemp("bundled") / "index"
     settings = make_settings(index_dir)
@@ -62,7 +62,7 @@ def bundled_index(tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def small_index(tmp_path_factory) -> Settings:
     """The 40-paper fixture corpus ingested once, with the real packaged model. Read-only."""
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     settings = make_settings(tmp_path_factory.mktemp("small") / "index")
     assert ingest([SMALL_CORPUS], settings).papers_total == 40

@@ -9,9 +9,9 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from pydantic import SecretStr
 
-from rag.chain import Done, Notice, PaperChat, Sources, Token
-from rag.llm import make_chat_model
-from rag.settings import LLMSettings
+from paperchat.rag.chain import Done, Notice, PaperChat, Sources, Token
+from paperchat.rag.llm import make_chat_model
+from paperchat.rag.settings import LLMSettings
 
 
 def fake(text: str) -> GenericFakeChatModel:

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from eval.metrics import (
+from paperchat.eval.metrics import (
     METRIC_KEYS,
     citation_precision,
     citation_recall,

@@ -18,9 +18,9 @@ import sys
 import pytest
 from conftest import REPO, make_settings, write_jsonl
 
-from rag.embeddings import make_embeddings
-from rag.store import PaperIndex
-from ui.cli import main
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.store import PaperIndex
+from paperchat.ui.cli import main
 
 PAPERS = [
     {"id": "prune", "title": "Channel pruning for ResNet-50",
@@ -213,10 +213,10 @@ def test_read_only_index_answers_questions_and_is_never_told_to_rebuild(index_di
     before = snapshot(index_dir)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     try:
-        asked = subprocess.run([*prefix, sys.executable, "-m", "ui.cli", "ask", "--llm", "extractive",
+        asked = subprocess.run([*prefix, sys.executable, "-m", "paperchat.ui.cli", "ask", "--llm", "extractive",
                                 "--index", str(index_dir), QUESTION], cwd=REPO, env=env,
                                capture_output=True, text=True, timeout=600)
-        ingested = subprocess.run([*prefix, sys.executable, "-m", "ui.cli", "ingest", str(source),
+        ingested = subprocess.run([*prefix, sys.executable, "-m", "paperchat.ui.cli", "ingest", str(source),
                                    "--index", str(index_dir), "--quiet"], cwd=REPO, env=env,
                                   capture_output=True, text=True, timeout=600)
     finally:

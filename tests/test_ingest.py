@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, make_settings, write_jsonl
-from ingest.pipeline import ingest
-from rag.embeddings import make_embeddings
-from rag.store import ForeignIndexError, IndexNotFoundError, PaperIndex
+
+from paperchat.ingest.pipeline import ingest
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.store import ForeignIndexError, IndexNotFoundError, PaperIndex
 
 PAPERS = [
     {"id": "p1", "title": "Pruning ResNet-50 with magnitude criteria",
@@ -40,7 +40,7 @@ def state(settings) -> dict:
 
 
 def run_cli(*args, env=None, check_rc=None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "paperchat.ui.cli", *args], capture_output=True, text=True,
                             env={**os.environ, **(env or {})}, cwd=REPO, timeout=600)
     if check_rc is not None:
         assert result.returncode == check_rc, result.stderr
@@ -120,11 +120,11 @@ def test_corrupt_or_foreign_index_gives_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_ingest(tmp_path):
     """A kill -9 after some batches were written; the next run must reach the clean state."""
-    from ingest.sources import bundled_corpus_dir
+    from paperchat.ingest.sources import bundled_corpus_dir
 
     source = sorted(bundled_corpus_dir().glob("*.txt"))[1]  # ~235 papers: several write batches
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
-    process = subprocess.Popen([sys.executable, "-m", "ui.cli", "ingest", str(source), "--index", str(killed_dir),
+    process = subprocess.Popen([sys.executable, "-m", "paperchat.ui.cli", "ingest", str(source), "--index", str(killed_dir),
                                 "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:

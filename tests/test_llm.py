@@ -16,17 +16,17 @@ from langchain_core.messages import HumanMessage
 from llm_server import FakeOpenAIServer, Fault
 from pydantic import SecretStr
 
-from rag.answer import CITATION_MARK, Answer, RetrievedPaper
-from rag.generate import stream_llm_answer
-from rag.llm import LLMUnavailableError, make_chat_model, stop_local_servers, token_counter
-from rag.local_model import (
+from paperchat.rag.answer import CITATION_MARK, Answer, RetrievedPaper
+from paperchat.rag.generate import stream_llm_answer
+from paperchat.rag.llm import LLMUnavailableError, make_chat_model, stop_local_servers, token_counter
+from paperchat.rag.local_model import (
     LOCAL_EXTRA_INSTALL,
     ModelIntegrityError,
     ModelNotInstalledError,
     assemble_model,
     find_default_model_parts,
 )
-from rag.settings import LLMSettings, Settings
+from paperchat.rag.settings import LLMSettings, Settings
 
 API_KEY = "sk-test-do-not-leak-0123456789"
 

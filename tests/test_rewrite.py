@@ -8,9 +8,9 @@ from langchain_core.messages import AIMessage
 from llm_server import FakeOpenAIServer, Fault
 from pydantic import Field, SecretStr
 
-from rag.llm import make_chat_model
-from rag.rewrite import is_small_talk, make_standalone_query
-from rag.settings import LLMSettings
+from paperchat.rag.llm import make_chat_model
+from paperchat.rag.rewrite import is_small_talk, make_standalone_query
+from paperchat.rag.settings import LLMSettings
 
 HISTORY = [("Which papers prune ResNet-50?", "Two papers do [1], [2].")]
 

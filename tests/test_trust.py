@@ -14,12 +14,12 @@ import pytest
 from conftest import make_settings, write_jsonl
 from llm_server import FakeOpenAIServer, Fault
 
-from eval.questions import Question
-from eval.runner import RESULTS_FILE, run_questions
-from ingest.pipeline import ingest
-from rag.answer import CITATION_MARK, neutralise_markers
-from rag.chain import PaperChat
-from ui.cli import main
+from paperchat.eval.questions import Question
+from paperchat.eval.runner import RESULTS_FILE, run_questions
+from paperchat.ingest.pipeline import ingest
+from paperchat.rag.answer import CITATION_MARK, neutralise_markers
+from paperchat.rag.chain import PaperChat
+from paperchat.ui.cli import main
 
 PAPERS = [
     {"id": "prune-a", "title": "Channel pruning [2] for ResNet-50",

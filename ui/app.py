@@ -12,7 +12,7 @@ Behaviour (`respond`, a plain generator that tests call directly) is apart from 
 (`build_app`); HTML comes from `ui.render`, downloads from `ui.export`, feedback from `ui.feedback`.
 The components a step updates, and their order, are `ChatUpdate`'s fields — defined once.
 
-    >>> from rag.settings import Settings          # doctest: +SKIP
+    >>> from paperchat.rag.settings import Settings          # doctest: +SKIP
     >>> serve(Settings.load())                      # doctest: +SKIP
 """
 
@@ -38,13 +38,13 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
-from rag.answer import Answer, Citation
-from rag.chain import ANSWERERS, Done, EmptyQuestionError, Notice, PaperChat, Sources, Token
-from rag.errors import USER_ERRORS
-from rag.settings import Settings
-from ui.export import write_exports
-from ui.feedback import feedback_file, feedback_record, save_feedback
-from ui.render import (
+from paperchat.rag.answer import Answer, Citation
+from paperchat.rag.chain import ANSWERERS, Done, EmptyQuestionError, Notice, PaperChat, Sources, Token
+from paperchat.rag.errors import USER_ERRORS
+from paperchat.rag.settings import Settings
+from paperchat.ui.export import write_exports
+from paperchat.ui.feedback import feedback_file, feedback_record, save_feedback
+from paperchat.ui.render import (
     CSS,
     HEAD_JS,
     answerer_numbers,
@@ -730,7 +730,7 @@ def serve(settings: Settings) -> None:
     try:
         chat = PaperChat.open(settings)
     except USER_ERRORS as error:
-        from rag.store import IndexNotFoundError
+        from paperchat.rag.store import IndexNotFoundError
 
         hint = (
             "\nIndex the bundled papers with `paperchat ingest` (or your own files with "

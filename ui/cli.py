@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import get_args
 
-from rag.settings import Answerer
+from paperchat.rag.settings import Answerer
 
 EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED = 1, 2, 3
 
@@ -31,7 +31,7 @@ class UserError(Exception):
 
 
 def _settings(args, **overrides):
-    from rag.settings import Settings
+    from paperchat.rag.settings import Settings
 
     tree = {"store": {"index_dir": args.index}}
     for section, values in overrides.items():
@@ -40,7 +40,7 @@ def _settings(args, **overrides):
 
 
 def cmd_ingest(args) -> int:
-    from ingest.pipeline import ingest, tqdm_progress
+    from paperchat.ingest.pipeline import ingest, tqdm_progress
 
     settings = _settings(args, embedding={"batch_size": args.batch_size})
     paths = [Path(p) for p in args.paths]
@@ -87,7 +87,7 @@ def cmd_ingest(args) -> int:
 
 def _print_papers(sources, numbers) -> None:
     """The useful answer first, from retrieval: the matching papers with their evidence sentence."""
-    from ui.render import evidence_of, related_papers, untex
+    from paperchat.ui.render import evidence_of, related_papers, untex
 
     def entry(paper, sentences: int = 1) -> None:
         year = f" ({paper.year})" if paper.year else ""
@@ -125,13 +125,13 @@ class _SummaryPrinter:
     a `[n]` split across pieces waits for its `]`."""
 
     def __init__(self, sources, numbers):
-        from ui.render import answerer_numbers
+        from paperchat.ui.render import answerer_numbers
 
         self.by_number, self.numbers = answerer_numbers(sources), numbers
         self.pending, self.started = "", False
 
     def add(self, piece: str) -> None:
-        from ui.render import renumber, without_match_list
+        from paperchat.ui.render import renumber, without_match_list
 
         if not without_match_list(piece).strip():  # the list appended to a list answer: printed above
             return
@@ -146,7 +146,7 @@ class _SummaryPrinter:
         print(renumber(text, self.by_number, self.numbers), end="", flush=True)
 
     def finish(self) -> None:
-        from ui.render import renumber
+        from paperchat.ui.render import renumber
 
         if self.pending:
             print(renumber(self.pending, self.by_number, self.numbers), end="")
@@ -156,8 +156,8 @@ class _SummaryPrinter:
 
 def _answer_one(chat, question: str, args, history, previous_papers=()) -> object:
     """Answer one question: what it is doing on stderr, the matching papers at once, then the summary."""
-    from rag.chain import Done, Notice, Sources, Token
-    from ui.render import paper_numbers
+    from paperchat.rag.chain import Done, Notice, Sources, Token
+    from paperchat.ui.render import paper_numbers
 
     answer = None
     notices: set[str] = set()  # a fallback notice comes as an event and again on the answer: say it once
@@ -208,7 +208,7 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
 
 
 def cmd_ask(args) -> int:
-    from rag.chain import EmptyQuestionError, PaperChat
+    from paperchat.rag.chain import EmptyQuestionError, PaperChat
 
     if args.question is not None and not args.question.strip():
         raise UserError("the question is empty: ask something about the papers, e.g. "
@@ -259,10 +259,10 @@ def cmd_eval(args) -> int:
         return _eval_compare(args)
     if args.questions == "beir":
         return _eval_beir(args)
-    from eval.questions import load_questions
-    from eval.runner import run_questions
-    from rag.chain import PaperChat
-    from rag.papers import normalize_title
+    from paperchat.eval.questions import load_questions
+    from paperchat.eval.runner import run_questions
+    from paperchat.rag.chain import PaperChat
+    from paperchat.rag.papers import normalize_title
 
     settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})
     chat = PaperChat.open(settings)
@@ -300,8 +300,8 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def _eval_compare(args) -> int:
-    from eval.report import compare_reports
-    from eval.runner import load_run
+    from paperchat.eval.report import compare_reports
+    from paperchat.eval.runner import load_run
 
     if len(args.rest) != 2:
         raise UserError("usage: paperchat eval compare DIR_A DIR_B")
@@ -314,7 +314,7 @@ def _eval_compare(args) -> int:
 
 
 def _eval_beir(args) -> int:
-    from eval.beir import BeirError, run_beir
+    from paperchat.eval.beir import BeirError, run_beir
 
     if len(args.rest) != 1:
         raise UserError("usage: paperchat eval beir DATASET_DIR [--split train|test] [--out DIR]")
@@ -383,9 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     answer_options(p)
     p.set_defaults(handler=cmd_eval)
 
-    p = commands.add_parser("bench", help="measure ingest, retrieval and answer speed (eval/bench.py)",
-                            description="Benchmarks; options are passed to eval.bench (see paperchat bench -- --help).")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for eval.bench")
+    p = commands.add_parser("bench", help="measure ingest, retrieval and answer speed (eval/bench/)",
+                            description="Benchmarks; options are passed to paperchat.eval.bench (see paperchat bench -- --help).")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for paperchat.eval.bench")
     p.set_defaults(handler=cmd_bench)
 
     p = commands.add_parser("serve", parents=[common], help="start the chat in the browser",
@@ -399,13 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench(args) -> int:
-    from eval.bench import main as bench_main
+    from paperchat.eval.bench import main as bench_main
 
     return bench_main([a for a in args.bench_args if a != "--"])
 
 
 def cmd_serve(args) -> int:
-    from ui.app import serve
+    from paperchat.ui.app import serve
 
     settings = _settings(args, ui={"host": args.host, "port": args.port}, llm={"backend": args.llm})
     _require_free_port(settings.ui.host, settings.ui.port)  # before a minute of loading, not after
@@ -430,8 +430,8 @@ def _require_free_port(host: str, port: int) -> None:
 
 
 def _ingest_bundled_if_missing(settings) -> None:
-    from ingest.pipeline import ingest, tqdm_progress
-    from rag.store import MARKER
+    from paperchat.ingest.pipeline import ingest, tqdm_progress
+    from paperchat.rag.store import MARKER
 
     if (settings.store.index_dir / MARKER).exists():
         return
@@ -444,10 +444,10 @@ def _ingest_bundled_if_missing(settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from eval.questions import QuestionSetError
-    from ingest.sources import SourceError
-    from rag.chain import EmptyQuestionError
-    from rag.errors import USER_ERRORS
+    from paperchat.eval.questions import QuestionSetError
+    from paperchat.ingest.sources import SourceError
+    from paperchat.rag.chain import EmptyQuestionError
+    from paperchat.rag.errors import USER_ERRORS
 
     try:
         return args.handler(args)
