@@ -246,7 +246,7 @@ class PaperIndex:
         """
         pending = self.lexical.journal()
         if pending:
-            self._delete_dense(pending)
+            self.delete_vectors(pending)
             self.lexical.delete_papers(pending)
             self.recovered += len(pending)
         if repair:
@@ -289,7 +289,7 @@ class PaperIndex:
         stored = self.lexical.papers(sorted(wrong))
         orphans = [pid for pid in wrong if pid not in stored]  # vectors of papers the index does not hold
         if orphans:
-            self._delete_dense(orphans)
+            self.delete_vectors(orphans)
         if stored:
             if self.embeddings is None:
                 raise IndexDamagedError(f"the index at {self.dir} needs {len(stored)} papers re-embedded: "
@@ -311,18 +311,24 @@ class PaperIndex:
     def write(self, papers: Sequence[Paper], chunks: Sequence[Chunk]) -> None:
         """Add or replace these papers (all their chunks) in both indexes."""
         self._fingerprint = None
-        ids = [p.id for p in papers]
-        self.lexical.journal_add(ids)
-        self._delete_dense(ids)
+        self.start_rewrite([p.id for p in papers])
         if chunks:
             self.vectors.add_texts(texts=[c.text for c in chunks], metadatas=[c.metadata for c in chunks],
                                    ids=[c.id for c in chunks])
         self.lexical.write_papers(papers, chunks)
 
     def delete(self, paper_ids: Sequence[str]) -> None:
-        self.lexical.journal_add(paper_ids)
-        self._delete_dense(paper_ids)
+        self.start_rewrite(paper_ids)
         self.lexical.delete_papers(paper_ids)
+
+    def start_rewrite(self, paper_ids: Sequence[str]) -> None:
+        """The first half of `write` and `delete`: journal the papers, then drop their vectors.
+
+        Until the lexical commit that ends the write they are pending: a crash in between is
+        rolled back by the next `recover`.
+        """
+        self.lexical.journal_add(paper_ids)
+        self.delete_vectors(paper_ids)
 
     def update_records(self, papers: Sequence[Paper]) -> None:
         """Refresh the stored records of papers whose indexed text is unchanged (a new source file)."""
@@ -345,7 +351,9 @@ class PaperIndex:
                            metadatas=[c.metadata for c in part], documents=[c.text for c in part])
         self.lexical.write_papers(papers, chunks, replace=False)
 
-    def _delete_dense(self, paper_ids: Sequence[str]) -> None:
+    def delete_vectors(self, paper_ids: Sequence[str]) -> None:
+        """Drop these papers' chunk vectors only; alone, it leaves the two indexes disagreeing,
+        which `disagreements` reports and `recover` repairs."""
         for start in range(0, len(paper_ids), 500):
             self.vectors.delete(where={PAPER_ID: {"$in": list(paper_ids[start:start + 500])}})
 

@@ -147,7 +147,7 @@ def test_missing_vectors_of_one_paper_are_detected_per_paper_and_repaired(capsys
     settings = make_settings(index_dir)
     index = PaperIndex.open(settings)
     try:
-        index.vectors.delete(ids=[i for i in index.dense_chunk_ids() if i.startswith("fp8")])
+        index.delete_vectors(["fp8"])
     finally:
         index.close()
 
@@ -165,8 +165,7 @@ def test_an_interrupted_ingest_is_reported_with_the_real_count(capsys, index_dir
     settings = make_settings(index_dir)
     index = PaperIndex.open(settings, make_embeddings(settings.embedding), create=True)
     try:
-        index.lexical.journal_add(["nas"])
-        index._delete_dense(["nas"])  # the state a kill -9 inside `write` leaves behind
+        index.start_rewrite(["nas"])  # the state a kill -9 inside `write` leaves behind
     finally:
         index.close()
 
