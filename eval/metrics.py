@@ -2,8 +2,8 @@
 
 Ranking metrics (recall@k, MRR, nDCG) are computed by `ranx` with binary relevance, the conventions
 of BEIR / trec_eval, so numbers here agree with published BEIR tables: nDCG uses the log2 discount
-and an ideal DCG over ``min(k, |relevant|)`` documents. A metric whose denominator is empty for a run (no unanswerable
-questions, say) is ``None`` in `score_results`, never a made-up 0 or 1.
+and an ideal DCG over ``min(k, |relevant|)`` documents. A metric whose denominator is empty for a
+run (no unanswerable questions, say) is ``None`` in `score_results`, never a made-up 0 or 1.
 """
 
 from __future__ import annotations

@@ -221,7 +221,8 @@ def list_question_table(records: list[dict]) -> list[str]:
         missed = "; ".join(title for gold_id, title in gold.items() if gold_id not in cited) or "—"
         extra = "; ".join(title for paper_id, title in cited.items() if paper_id not in gold) or "—"
         abstained = " (abstained)" if record.get("abstained") else ""
-        lines.append(f"| `{record['id']}`{abstained} | {len(gold)} | {len(cited)} | {_cell(missed)} | {_cell(extra)} |")
+        lines.append(f"| `{record['id']}`{abstained} | {len(gold)} | {len(cited)} "
+                     f"| {_cell(missed)} | {_cell(extra)} |")
     return lines
 
 

@@ -12,6 +12,6 @@ from paperchat.rag.rerank import RerankerError
 from paperchat.rag.settings import SettingsError
 from paperchat.rag.store import IndexError_
 
-USER_ERRORS: tuple[type[Exception], ...] = (SettingsError, IndexError_, LexicalIndexError, EmbeddingModelError,
-                                           RerankerError, LLMUnavailableError, ModelNotInstalledError,
-                                           ModelIntegrityError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    SettingsError, IndexError_, LexicalIndexError, EmbeddingModelError, RerankerError, LLMUnavailableError,
+    ModelNotInstalledError, ModelIntegrityError)

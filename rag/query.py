@@ -100,7 +100,8 @@ def spelling_variants(word: str) -> list[str]:
 def is_content_word(word: str) -> bool:
     """Whether a (lower-case) word names something the question is about.
 
-    >>> [w for w in "which papers report results on sign language as their main subject".split() if is_content_word(w)]
+    >>> words = "which papers report results on sign language as their main subject".split()
+    >>> [w for w in words if is_content_word(w)]
     ['sign', 'language']
     """
     return not (word in STOPWORDS or word in FRAMING_WORDS or (len(word) < 2 and not word.isdigit()))
@@ -204,12 +205,13 @@ def query_concepts(question: str) -> list[Concept]:
     [['prune'], ['resnet 50', 'resnet50'], ['prune resnet 50', 'prune resnet50']]
     >>> [c.text for c in query_concepts("Are there papers on recognising sign language from video?")]
     ['recognising', 'sign', 'language', 'video', 'recognising sign', 'sign language']
-    >>> [c.text for c in query_concepts("Which papers study patch attacks on image classifiers or detectors?") if c.kind == "group"]
+    >>> def groups(question):
+    ...     return [c.text for c in query_concepts(question) if c.kind == "group"]
+    >>> groups("Which papers study patch attacks on image classifiers or detectors?")
     ['image classifiers | detectors']
-    >>> [c.text for c in query_concepts("Are there papers on Kolmogorov-Arnold networks (KANs)?") if c.kind == "group"]
+    >>> groups("Are there papers on Kolmogorov-Arnold networks (KANs)?")
     ['kolmogorov-arnold networks | kans']
-    >>> [c.text for c in query_concepts("Which papers use hypernetworks, i.e. networks that generate weights?")
-    ...  if c.kind == "group"]
+    >>> groups("Which papers use hypernetworks, i.e. networks that generate weights?")
     ['hypernetworks | networks generate weights']
     """
     items = _question_items(question)
@@ -228,7 +230,8 @@ def query_concepts(question: str) -> list[Concept]:
         previous = concept
     groups: dict[str, Concept] = {}
     for alternatives in _alternative_groups(items):
-        alternatives = [list({terms[c.text].text: terms[c.text] for c in run}.values()) for run in alternatives]
+        alternatives = [list({terms[c.text].text: terms[c.text] for c in run}.values())
+                        for run in alternatives]
         text = " | ".join(" ".join(c.text for c in run) for run in alternatives)
         groups.setdefault(text, Concept(text, [], kind="group", alternatives=alternatives))
     # compound terms after single words, so that single words lead
@@ -259,7 +262,8 @@ def idf_share(concepts: Sequence[Concept], mentioned: set[str]) -> float:
 def question_slots(concepts: Sequence[Concept]) -> list[Concept]:
     """What a paper must mention, one slot each: a group of alternatives, or a term in none.
 
-    >>> [c.text for c in question_slots(query_concepts("Which papers study patch attacks on image classifiers or detectors?"))]
+    >>> concepts = query_concepts("Which papers study patch attacks on image classifiers or detectors?")
+    >>> [c.text for c in question_slots(concepts)]
     ['patch', 'attacks', 'image classifiers | detectors']
     """
     groups = [c for c in concepts if c.kind == "group"]
@@ -270,7 +274,8 @@ def question_slots(concepts: Sequence[Concept]) -> list[Concept]:
 def credit_share(slots: Sequence[Concept], mentioned: set[str]) -> float:
     """The IDF-weighted share of `slots` a paper mentions (a group by its best alternative; 0 when none).
 
-    >>> g = Concept("a | b", [], kind="group", idf=2.0, alternatives=[[Concept("a", ["a"])], [Concept("b", ["b"])]])
+    >>> g = Concept("a | b", [], kind="group", idf=2.0,
+    ...             alternatives=[[Concept("a", ["a"])], [Concept("b", ["b"])]])
     >>> credit_share([Concept("c", ["c"], idf=2.0), g], {"b"})
     0.5
     """

@@ -24,7 +24,8 @@ from paperchat.ui.cli import main
 
 PAPERS = [
     {"id": "prune", "title": "Channel pruning for ResNet-50",
-     "abstract": "We prune ResNet-50 channels by their importance. The pruned network keeps 75.1% top-1 accuracy."},
+     "abstract": "We prune ResNet-50 channels by their importance. "
+                 "The pruned network keeps 75.1% top-1 accuracy."},
     {"id": "distill", "title": "Knowledge distillation for compact students",
      "abstract": "A large teacher network trains a small student. Students match the teacher closely."},
     {"id": "fp8", "title": "FP8 formats for deep learning",
@@ -176,7 +177,8 @@ def test_an_interrupted_ingest_is_reported_with_the_real_count(capsys, index_dir
     assert len(after["hashes"]) == 6 and after["disagreements"] == {}
 
 
-def test_deleted_lexical_index_is_refused_then_rebuilt_from_the_input_by_the_next_ingest(capsys, index_dir, source):
+def test_deleted_lexical_index_is_refused_then_rebuilt_from_the_input_by_the_next_ingest(capsys, index_dir,
+                                                                                         source):
     before = stored(index_dir)
     for path in index_dir.glob("lexical.sqlite*"):
         path.unlink()
@@ -199,7 +201,9 @@ def _as_unprivileged() -> list[str] | None:
     """A command prefix under which file permissions apply (root ignores them), or None."""
     if os.geteuid() != 0:
         return []
-    if shutil.which("unshare") and subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode == 0:
+    if not shutil.which("unshare"):
+        return None
+    if subprocess.run(["unshare", "-U", "true"], capture_output=True, check=False).returncode == 0:
         return ["unshare", "-U"]  # a user namespace with no mapping: the owner's bits apply, not root's
     return None
 
@@ -212,12 +216,11 @@ def test_read_only_index_answers_questions_and_is_never_told_to_rebuild(index_di
     before = snapshot(index_dir)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     try:
-        asked = subprocess.run([*prefix, sys.executable, "-m", "paperchat.ui.cli", "ask", "--llm", "extractive",
-                                "--index", str(index_dir), QUESTION], cwd=REPO, env=env,
-                               capture_output=True, text=True, timeout=600)
-        ingested = subprocess.run([*prefix, sys.executable, "-m", "paperchat.ui.cli", "ingest", str(source),
-                                   "--index", str(index_dir), "--quiet"], cwd=REPO, env=env,
-                                  capture_output=True, text=True, timeout=600)
+        cli = [*prefix, sys.executable, "-m", "paperchat.ui.cli"]
+        asked = subprocess.run([*cli, "ask", "--llm", "extractive", "--index", str(index_dir), QUESTION],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+        ingested = subprocess.run([*cli, "ingest", str(source), "--index", str(index_dir), "--quiet"],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(index_dir)], check=True)
     assert asked.returncode == 0, asked.stderr
@@ -235,7 +238,8 @@ def test_read_only_index_answers_questions_and_is_never_told_to_rebuild(index_di
 def test_index_pointing_at_a_regular_file(capsys, tmp_path, source):
     not_a_folder = tmp_path / "notes.txt"
     not_a_folder.write_text("my notes\n")
-    for command in all_commands(not_a_folder, source) + [("ingest", source, "--index", not_a_folder, "--rebuild", "--quiet")]:
+    rebuild = ("ingest", source, "--index", not_a_folder, "--rebuild", "--quiet")
+    for command in [*all_commands(not_a_folder, source), rebuild]:
         code, _, err = run(capsys, *command)
         assert code == 1, command
         assert "is a file, not an index folder" in one_line(err), command

@@ -42,7 +42,8 @@ def test_results_are_papers_each_once_with_its_best_passage(tmp_path):
     long = " ".join(f"Part {i}: we prune filters of ResNet-50 with criterion {i}." for i in range(10))
     ingest([write_jsonl(tmp_path / "p.jsonl", [
         {"id": "long", "title": "Filter pruning in many parts", "abstract": long, "year": 2020},
-        {"id": "other", "title": "Weather forecasting", "abstract": "We forecast rain with radar images.", "year": 2015},
+        {"id": "other", "title": "Weather forecasting", "abstract": "We forecast rain with radar images.",
+         "year": 2015},
     ])], settings)
     chat = PaperChat.open(settings)
     try:

@@ -23,10 +23,11 @@ from paperchat.ui.cli import main
 
 PAPERS = [
     {"id": "prune-a", "title": "Channel pruning [2] for ResNet-50",
-     "abstract": "We prune ResNet-50 channels by their importance. Channel pruning keeps 76.1% top-1 accuracy "
-                 "on ResNet-50, as shown by [2] and [3]. Our method needs no retraining [4, 5]."},
+     "abstract": "We prune ResNet-50 channels by their importance. Channel pruning keeps 76.1% top-1 "
+                 "accuracy on ResNet-50, as shown by [2] and [3]. Our method needs no retraining [4, 5]."},
     {"id": "prune-b", "title": "Structured pruning of ResNet-50 with lottery tickets",
-     "abstract": "Lottery tickets [3] prune ResNet-50 to half its size [7]. The sparse ResNet-50 trains from scratch."},
+     "abstract": "Lottery tickets [3] prune ResNet-50 to half its size [7]. "
+                 "The sparse ResNet-50 trains from scratch."},
     {"id": "distill", "title": "Knowledge distillation for compact students",
      "abstract": "A large teacher network trains a small student. Students match the teacher closely."},
     {"id": "speech", "title": "Streaming speech recognition with transducers",
@@ -92,8 +93,8 @@ def test_echoed_api_key_never_reaches_the_notice_whole_or_cut(settings, monkeypa
     # The body quotes the header after the message: these lengths move the cut across the key.
     for length in range(110, 160, 4):
         with FakeOpenAIServer(faults=[Fault("status", status=500, message="e" * length)]) as server:
-            llm = make_settings(settings.store.index_dir, llm={"backend": "openai", "base_url": server.base_url,
-                                                                "model": "m", "max_retries": 0}).llm
+            openai = {"backend": "openai", "base_url": server.base_url, "model": "m", "max_retries": 0}
+            llm = make_settings(settings.store.index_dir, llm=openai).llm
             chat = PaperChat.open(settings.model_copy(update={"llm": llm}))
             try:
                 answer = chat.ask(FACT_QUESTION, answerer="openai")
@@ -118,15 +119,17 @@ def test_every_answer_says_what_it_was_computed_from(capsys, settings, tmp_path)
     assert main([*args, "-k", "3", "--year-min", "2000", LIST_QUESTION]) == 0
     second = json.loads(capsys.readouterr().out)["provenance"]
     assert second["index_fingerprint"] == first["index_fingerprint"]  # same collection, same name
-    assert second["settings_changed"]["retrieval.top_k"] == 3 and second["settings_changed"]["question.year_min"] == 2000
+    assert second["settings_changed"]["retrieval.top_k"] == 3
+    assert second["settings_changed"]["question.year_min"] == 2000
 
     # A changed collection gets another fingerprint.
     copy = tmp_path / "index"
     import shutil
 
     shutil.copytree(settings.store.index_dir, copy)
-    more = write_jsonl(tmp_path / "more.jsonl", [{"id": "fp8", "title": "FP8 formats for deep learning",
-                                                   "abstract": "Two FP8 encodings, E4M3 and E5M2, for training."}])
+    fp8 = {"id": "fp8", "title": "FP8 formats for deep learning",
+           "abstract": "Two FP8 encodings, E4M3 and E5M2, for training."}
+    more = write_jsonl(tmp_path / "more.jsonl", [fp8])
     ingest([more], make_settings(copy))
     assert main([*args[:-1], str(copy), FACT_QUESTION]) == 0
     third = json.loads(capsys.readouterr().out)["provenance"]
@@ -135,8 +138,8 @@ def test_every_answer_says_what_it_was_computed_from(capsys, settings, tmp_path)
 
 def test_eval_results_carry_provenance(chat, tmp_path):
     questions = [Question(id="q1", question=FACT_QUESTION, kind="single", gold_ids=["prune-a"])]
-    run_questions(questions, lambda q: chat.ask(q, answerer="extractive"), tmp_path / "run", {"answerer": "extractive"},
-                  progress=False)
+    run_questions(questions, lambda q: chat.ask(q, answerer="extractive"), tmp_path / "run",
+                  {"answerer": "extractive"}, progress=False)
     record = json.loads((tmp_path / "run" / RESULTS_FILE).read_text().splitlines()[0])
     assert record["provenance"]["index_fingerprint"] == chat.index.fingerprint()
     assert record["provenance"]["papers"] == len(PAPERS)

@@ -302,7 +302,8 @@ def test_the_state_line_counts_seconds_and_stop_stops_the_model(display_index):
                 chat, Path.cwd() / "exports", PRUNE, [], conversation, "openai", 10, "", "", True
             ):
                 updates.append(update)
-                if as_text("(writing…)") in update.messages[-1]["content"] and update.stop_button["visible"]:
+                writing = as_text("(writing…)") in update.messages[-1]["content"]
+                if writing and update.stop_button["visible"]:
                     assert "model is writing a summary" in update.messages[-1]["content"]
                     assert stop_answer(conversation)["visible"] is False
         finally:

@@ -62,8 +62,8 @@ def cmd_ingest(args) -> int:
     if len(summary.notices) > 50:
         print(f"... and {len(summary.notices) - 50} more notes", file=sys.stderr)
     if summary.files_read == 0 and not summary.rejections:
-        print(f"paperchat: warning: no files to read in {', '.join(map(str, paths))} (names starting with '.' "
-              "are skipped); nothing was ingested", file=sys.stderr)
+        print(f"paperchat: warning: no files to read in {', '.join(map(str, paths))} "
+              "(names starting with '.' are skipped); nothing was ingested", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         data = summary.to_json_dict()
@@ -71,6 +71,9 @@ def cmd_ingest(args) -> int:
         data["rejected"] = summary.rejections
         print(json.dumps(data))
     else:
+        repaired = (f"; repaired {summary.recovered} paper{'s' if summary.recovered != 1 else ''} "
+                    "(half-written by an interrupted ingest, or missing from the vector store)"
+                    if summary.recovered else "")
         print(f"files read: {summary.files_read}"
               + (f"; {summary.papers_filtered_out} papers left out by --categories/--since"
                  if summary.papers_filtered_out else "") + "\n"
@@ -78,10 +81,7 @@ def cmd_ingest(args) -> int:
               f"{summary.papers_unchanged} unchanged, {summary.duplicates_merged} duplicates merged, "
               f"{summary.records_rejected} records rejected\n"
               f"chunks embedded: {summary.chunks}; papers in the index: {summary.papers_total}\n"
-              f"took {summary.seconds:.1f} s ({summary.papers_per_second:.1f} papers/s)"
-              + (f"; repaired {summary.recovered} paper{'s' if summary.recovered != 1 else ''} (half-written by an "
-                 "interrupted ingest, or missing from the "
-                 "vector store)" if summary.recovered else ""))
+              f"took {summary.seconds:.1f} s ({summary.papers_per_second:.1f} papers/s)" + repaired)
     return EXIT_REJECTED if summary.records_rejected else 0
 
 
@@ -184,8 +184,8 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
             _print_papers(event, numbers)
             if answerer != "extractive" and not event.abstained:
                 summary = _SummaryPrinter(event, numbers)
-                doing = ("loading the {} model, then writing a summary…" if not chat.has_chat_model(answerer)
-                         else "the {} model is writing a summary…")
+                doing = ("the {} model is writing a summary…" if chat.has_chat_model(answerer)
+                         else "loading the {} model, then writing a summary…")
                 print(doing.format(answerer), file=sys.stderr, flush=True)
         elif isinstance(event, Token) and summary is not None:  # an extractive text repeats the list above
             summary.add(event.text)
@@ -335,29 +335,32 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--index", type=Path, metavar="DIR",
                         help="index folder (default: store.index_dir, i.e. the user data directory)")
-    common.add_argument("--config", type=Path, metavar="FILE", help="settings file (default: ./paperchat.toml)")
+    common.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file (default: ./paperchat.toml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("ingest", parents=[common], help="index papers (the bundled corpus by default)",
                             description="Index papers from files or folders: the bundled listing pages, "
-                            "JSONL/CSV with title and abstract, an arXiv metadata snapshot, or a BEIR corpus.")
-    p.add_argument("paths", nargs="*", help="files or folders, read with their subfolders; - for standard input "
-                   "(default: the bundled corpus)")
+                            "JSONL/CSV with title and abstract, an arXiv metadata snapshot, "
+                            "or a BEIR corpus.")
+    p.add_argument("paths", nargs="*", help="files or folders, read with their subfolders; "
+                   "- for standard input (default: the bundled corpus)")
     p.add_argument("--format", choices=["listing", "jsonl", "csv", "arxiv", "beir"],
                    help="input format (default: detected from each file's content)")
     p.add_argument("--rebuild", action="store_true", help="delete the index and start over")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--batch-size", type=int, help="texts per embedding batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--categories", metavar="LIST", help="only papers in any of these comma-separated categories "
-                   "(cs.LG,cs.CV; 'cs' means every cs.*)")
-    p.add_argument("--since", type=int, metavar="YEAR", help="only papers from this year on (arXiv: the year of "
-                   "update_date; papers without a year are left out)")
+    p.add_argument("--categories", metavar="LIST", help="only papers in any of these comma-separated "
+                   "categories (cs.LG,cs.CV; 'cs' means every cs.*)")
+    p.add_argument("--since", type=int, metavar="YEAR", help="only papers from this year on "
+                   "(arXiv: the year of update_date; papers without a year are left out)")
     p.set_defaults(handler=cmd_ingest)
     def answer_options(p):
         p.add_argument("--llm", choices=get_args(Answerer),
                        help="who writes the answer (default: llm.backend)")
-        p.add_argument("-k", "--top-k", type=int, help="papers to retrieve and show (default: retrieval.top_k)")
+        p.add_argument("-k", "--top-k", type=int,
+                       help="papers to retrieve and show (default: retrieval.top_k)")
         p.add_argument("--year-min", type=int, help="only papers from this year on")
         p.add_argument("--year-max", type=int, help="only papers up to this year")
 
@@ -367,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?", help="the question (quote it)")
     p.add_argument("--json", action="store_true", help="print the Answer as one JSON object")
     answer_options(p)
-    p.add_argument("--exclude-undated", action="store_true", help="leave out papers without a year (by default a "
-                   "year filter keeps them, since their year is unknown)")
+    p.add_argument("--exclude-undated", action="store_true", help="leave out papers without a year "
+                   "(by default a year filter keeps them, since their year is unknown)")
     p.set_defaults(handler=cmd_ask)
 
     p = commands.add_parser("eval", parents=[common], help="measure answers on a question set, or on BEIR",
@@ -384,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_eval)
 
     p = commands.add_parser("bench", help="measure ingest, retrieval and answer speed (eval/bench/)",
-                            description="Benchmarks; options are passed to paperchat.eval.bench (see paperchat bench -- --help).")
+                            description="Benchmarks; options are passed to paperchat.eval.bench "
+                            "(see paperchat bench -- --help).")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for paperchat.eval.bench")
     p.set_defaults(handler=cmd_bench)
 
@@ -393,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default: ui.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: ui.port, 7860)")
     p.add_argument("--llm", choices=get_args(Answerer), help="answerer (default: llm.backend)")
-    p.add_argument("--ingest-if-empty", action="store_true", help="ingest the bundled corpus first when there is no index")
+    p.add_argument("--ingest-if-empty", action="store_true",
+                   help="ingest the bundled corpus first when there is no index")
     p.set_defaults(handler=cmd_serve)
     return parser
 
@@ -422,11 +427,12 @@ def _require_free_port(host: str, port: int) -> None:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no conflict
+            # as the server will: a port in TIME_WAIT is no conflict
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except OSError as error:
-        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error}): another program uses it; "
-                        "choose another port with --port") from None
+        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error}): "
+                        "another program uses it; choose another port with --port") from None
 
 
 def _ingest_bundled_if_missing(settings) -> None:

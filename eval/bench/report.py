@@ -115,7 +115,8 @@ def write_markdown(results: dict, path: Path) -> None:
     ]
     if results.get("commands"):
         lines += [
-            "The figures below come from these runs (merged with `paperchat.eval.bench.embedding.merge_embedding`):",
+            ("The figures below come from these runs "
+             "(merged with `paperchat.eval.bench.embedding.merge_embedding`):"),
             "",
         ]
         lines += [f"- {what}: `{command}`" for what, command in results["commands"].items()] + [""]

@@ -77,5 +77,6 @@ def bench_startup(bundled_dir: Path, runs: int, timeout_s: float = 240) -> dict:
         "status": "ok",
         "seconds": spread(seconds),
         "load_average": load_average(),
-        "note": "launch of `python -m paperchat.ui.cli serve --llm extractive` to HTTP 200 on / (polled every 0.1 s)",
+        "note": "launch of `python -m paperchat.ui.cli serve --llm extractive` to HTTP 200 on / "
+                "(polled every 0.1 s)",
     }
