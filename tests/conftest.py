@@ -14,6 +14,13 @@ REPO = Path(__file__).resolve().parent.parent
 # 40 papers of the bundled corpus (the ResNet-50 pruning, FP8 and distillation papers, the rest picked at
 # random): small enough to ingest in seconds, so `make test-fast` needs no bundled ingest.
 SMALL_CORPUS = REPO / "tests" / "fixtures" / "papers-40.jsonl"
+# Papers that several tests index beside their own cases, defined once.
+DISTILL = {"id": "distill", "title": "Knowledge distillation for compact students",
+           "abstract": "A large teacher network trains a small student. Students match the teacher closely."}
+FP8 = {"id": "fp8", "title": "FP8 formats for deep learning",
+       "abstract": "We propose two FP8 encodings, E4M3 and E5M2, for training and inference."}
+ASR = {"id": "asr", "title": "Streaming speech recognition with transducers",
+       "abstract": "A transducer model recognises speech as it streams, with 300 ms latency."}
 
 
 def pytest_collection_modifyitems(items):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, make_settings, write_jsonl
+from conftest import ASR, DISTILL, FP8, REPO, make_settings, write_jsonl
 
 from paperchat.rag.embeddings import make_embeddings
 from paperchat.rag.store import PaperIndex
@@ -26,14 +26,11 @@ PAPERS = [
     {"id": "prune", "title": "Channel pruning for ResNet-50",
      "abstract": "We prune ResNet-50 channels by their importance. "
                  "The pruned network keeps 75.1% top-1 accuracy."},
-    {"id": "distill", "title": "Knowledge distillation for compact students",
-     "abstract": "A large teacher network trains a small student. Students match the teacher closely."},
-    {"id": "fp8", "title": "FP8 formats for deep learning",
-     "abstract": "We propose two FP8 encodings, E4M3 and E5M2, for training and inference."},
+    DISTILL,
+    FP8,
     {"id": "nas", "title": "Searching architectures on NAS-Bench-201",
      "abstract": "A differentiable search finds cells on NAS-Bench-201 in four GPU hours."},
-    {"id": "asr", "title": "Streaming speech recognition with transducers",
-     "abstract": "A transducer model recognises speech as it streams, with 300 ms latency."},
+    ASR,
     {"id": "graph", "title": "Message passing on molecular graphs",
      "abstract": "Graph neural networks predict molecular properties from atoms and bonds."},
 ]

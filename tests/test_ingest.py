@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_settings, write_jsonl
+from conftest import DISTILL, FP8, REPO, make_settings, write_jsonl
 
 from paperchat.ingest.pipeline import ingest
 from paperchat.rag.embeddings import make_embeddings
@@ -23,11 +23,8 @@ PAPERS = [
     {"id": "p1", "title": "Pruning ResNet-50 with magnitude criteria",
      "abstract": "We prune ResNet-50 on ImageNet. The pruned network keeps 75.9% top-1 accuracy.",
      "year": 2021},
-    {"id": "p2", "title": "Knowledge distillation for compact students",
-     "abstract": "A large teacher network trains a small student. Students match the teacher closely.",
-     "year": 2019},
-    {"id": "p3", "title": "FP8 formats for deep learning",
-     "abstract": "We propose two FP8 encodings, E4M3 and E5M2, for training and inference.", "year": 2022},
+    {**DISTILL, "id": "p2", "year": 2019},
+    {**FP8, "id": "p3", "year": 2022},
 ]
 
 

@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from conftest import make_settings, write_jsonl
+from conftest import ASR, DISTILL, make_settings, write_jsonl
 from llm_server import FakeOpenAIServer, Fault
 
 from paperchat.eval.questions import Question
@@ -28,10 +28,8 @@ PAPERS = [
     {"id": "prune-b", "title": "Structured pruning of ResNet-50 with lottery tickets",
      "abstract": "Lottery tickets [3] prune ResNet-50 to half its size [7]. "
                  "The sparse ResNet-50 trains from scratch."},
-    {"id": "distill", "title": "Knowledge distillation for compact students",
-     "abstract": "A large teacher network trains a small student. Students match the teacher closely."},
-    {"id": "speech", "title": "Streaming speech recognition with transducers",
-     "abstract": "A transducer model recognises speech as it streams, with 300 ms latency."},
+    DISTILL,
+    ASR,
 ]
 FACT_QUESTION = "What top-1 accuracy does channel pruning keep on ResNet-50?"
 LIST_QUESTION = "Which papers prune ResNet-50?"

@@ -489,6 +489,18 @@ def undated_info(chat: PaperChat) -> str:
     )
 
 
+def _year_box(label: str, year: int | None, example: int | None, elem_id: str) -> gr.Textbox:
+    """A year bound of the answer settings; its placeholder is the collection's own first or last year."""
+    return gr.Textbox(
+        value=str(year or ""),
+        label=label,
+        max_lines=1,
+        placeholder=f"e.g. {example}" if example else "",
+        min_width=100,
+        elem_id=elem_id,
+    )
+
+
 def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
     """The page, wired to `respond`. Launch it with `launch_options(settings)` (theme, no share, ...)."""
     export_dir = Path(tempfile.mkdtemp(prefix="paperchat-export-"))
@@ -567,22 +579,8 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
                         label="Papers to retrieve",
                     )
                     with gr.Row():
-                        year_min = gr.Textbox(
-                            value=str(retrieval.year_min or ""),
-                            label="From year",
-                            max_lines=1,
-                            placeholder=f"e.g. {first_year}" if first_year else "",
-                            min_width=100,
-                            elem_id="pc-year-min",
-                        )
-                        year_max = gr.Textbox(
-                            value=str(retrieval.year_max or ""),
-                            label="To year",
-                            max_lines=1,
-                            placeholder=f"e.g. {last_year}" if last_year else "",
-                            min_width=100,
-                            elem_id="pc-year-max",
-                        )
+                        year_min = _year_box("From year", retrieval.year_min, first_year, "pc-year-min")
+                        year_max = _year_box("To year", retrieval.year_max, last_year, "pc-year-max")
                     include_undated = gr.Checkbox(
                         value=retrieval.include_undated,
                         label="Include undated papers",
@@ -617,18 +615,8 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
         def ask_question(
             message, messages, conversation, answerer, top_k, year_min, year_max, include_undated
         ):
-            yield from respond(
-                chat,
-                export_dir,
-                message,
-                messages,
-                conversation,
-                answerer,
-                top_k,
-                year_min,
-                year_max,
-                include_undated,
-            )
+            yield from respond(chat, export_dir, message, messages, conversation, answerer, top_k,
+                               year_min, year_max, include_undated)
 
         inputs = [textbox, chatbot, conversation, answerer, top_k, year_min, year_max, include_undated]
         ask = {
