@@ -42,7 +42,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow and not browser and not llm and not bundled" $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m eval.bench
+	$(PY) -m paperchat.eval.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -15,13 +15,13 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 from tqdm import tqdm
 
-from eval.metrics import score_beir
-from eval.report import write_beir_markdown
-from ingest.pipeline import ingest, tqdm_progress
-from rag.embeddings import make_embeddings
-from rag.retrieval import Retriever
-from rag.settings import Settings
-from rag.store import PaperIndex
+from paperchat.eval.metrics import score_beir
+from paperchat.eval.report import write_beir_markdown
+from paperchat.ingest.pipeline import ingest, tqdm_progress
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.retrieval import Retriever
+from paperchat.rag.settings import Settings
+from paperchat.rag.store import PaperIndex
 
 
 class BeirError(ValueError):
@@ -55,8 +55,9 @@ def load_queries(folder: Path, split: str = "test") -> tuple[dict[str, str], dic
 def cached_index_dir(folder: Path, settings: Settings) -> Path:
     corpus = folder / "corpus.jsonl"
     stat = corpus.stat()
-    key = hashlib.sha1(f"{corpus.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{settings.embedding.model}|"
-                       f"{settings.chunking.max_tokens}|{settings.chunking.overlap_sentences}".encode()).hexdigest()[:12]
+    identity = (f"{corpus.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{settings.embedding.model}|"
+                f"{settings.chunking.max_tokens}|{settings.chunking.overlap_sentences}")
+    key = hashlib.sha1(identity.encode()).hexdigest()[:12]
     return Path(user_cache_dir("paperchat", appauthor=False)) / "beir" / f"{folder.name}-{key}"
 
 
@@ -68,9 +69,11 @@ def run_beir(folder: Path, settings: Settings, out_dir: Path | None = None, inde
     """
     queries, qrels = load_queries(folder, split)
     index_dir = index_dir or cached_index_dir(folder, settings)
-    settings = settings.model_copy(update={"store": settings.store.model_copy(update={"index_dir": index_dir})})
+    store = settings.store.model_copy(update={"index_dir": index_dir})
+    settings = settings.model_copy(update={"store": store})
     started = time.perf_counter()
-    summary = ingest([folder / "corpus.jsonl"], settings, fmt="beir", progress=tqdm_progress if progress else None)
+    summary = ingest([folder / "corpus.jsonl"], settings, fmt="beir",
+                     progress=tqdm_progress if progress else None)
     ingest_s = time.perf_counter() - started
     index = PaperIndex.open(settings, make_embeddings(settings.embedding))
     retriever = Retriever(index, settings.retrieval)
@@ -86,17 +89,18 @@ def run_beir(folder: Path, settings: Settings, out_dir: Path | None = None, inde
         index.close()
     metrics = score_beir(run, qrels)
     latencies.sort()
-    result = {"dataset": folder.name, "split": split, "queries": len(queries), "corpus_papers": summary.papers_total,
-              "metrics": metrics, "ingest_s": round(ingest_s, 1),
+    result = {"dataset": folder.name, "split": split, "queries": len(queries),
+              "corpus_papers": summary.papers_total, "metrics": metrics, "ingest_s": round(ingest_s, 1),
               "latency_p50_s": round(latencies[len(latencies) // 2], 4) if latencies else None,
-              "config": {"embedding": settings.embedding.model, "retrieval": settings.retrieval.model_dump(mode="json"),
+              "config": {"embedding": settings.embedding.model,
+                         "retrieval": settings.retrieval.model_dump(mode="json"),
                          "chunking": settings.chunking.model_dump(mode="json")}}
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "beir.json").write_text(json.dumps(result, indent=1))
         (out_dir / "run.json").write_text(json.dumps(run))
-        config = {**result["config"], "corpus_papers": result["corpus_papers"], "ingest_s": result["ingest_s"],
-                  "latency_p50_s": result["latency_p50_s"]}
+        config = {**result["config"], "corpus_papers": result["corpus_papers"],
+                  "ingest_s": result["ingest_s"], "latency_p50_s": result["latency_p50_s"]}
         write_beir_markdown(result["metrics"], out_dir / "beir.md", dataset=folder.name, config=config)
     return result
 

@@ -1,9 +1,9 @@
 """Retrieval and answer metrics: pure functions over ids, texts and result records.
 
-Ranking metrics use binary relevance and the conventions of BEIR / trec_eval, so numbers here
-agree with `ranx` and published BEIR tables: nDCG uses the log2 discount and an ideal DCG over
-``min(k, |relevant|)`` documents. A metric whose denominator is empty for a run (no unanswerable
-questions, say) is ``None`` in `score_results`, never a made-up 0 or 1.
+Ranking metrics (recall@k, MRR, nDCG) are computed by `ranx` with binary relevance, the conventions
+of BEIR / trec_eval, so numbers here agree with published BEIR tables: nDCG uses the log2 discount
+and an ideal DCG over ``min(k, |relevant|)`` documents. A metric whose denominator is empty for a
+run (no unanswerable questions, say) is ``None`` in `score_results`, never a made-up 0 or 1.
 """
 
 from __future__ import annotations
@@ -15,19 +15,13 @@ from collections.abc import Collection, Iterable, Sequence
 from statistics import fmean
 
 ANSWERABLE_KINDS = ("list", "single")
-RECALL_KS = (5, 10, 20)
+# The ranking metrics of `score_results`: our key, ranx's name (MRR over all ranks).
+RANKING_METRICS = {"recall_at_5": "recall@5", "recall_at_10": "recall@10", "recall_at_20": "recall@20",
+                   "mrr": "mrr", "ndcg_at_10": "ndcg@10"}
 # The keys of `score_results`, in report order (plus "counts", a dict of questions per kind).
 METRIC_KEYS = ("recall_at_5", "recall_at_10", "recall_at_20", "mrr", "ndcg_at_10", "list_recall",
                "list_precision", "single_cited_gold", "must_mention", "abstain_accuracy",
                "false_abstain_rate", "citation_validity", "latency_p50_s", "latency_p95_s")
-
-
-def _top_k(ranked_ids: Sequence[str], k: int | None) -> list[str]:
-    """The first `k` distinct ids (a repeated id keeps its first rank)."""
-    if k is not None and k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    unique = list(dict.fromkeys(ranked_ids))
-    return unique if k is None else unique[:k]
 
 
 def _require_relevant(relevant: Collection[str]) -> None:
@@ -35,41 +29,35 @@ def _require_relevant(relevant: Collection[str]) -> None:
         raise ValueError("no relevant ids: ranking metrics are undefined; skip this query")
 
 
-def recall_at_k(ranked_ids: Sequence[str], relevant: Collection[str], k: int) -> float:
-    """Share of the relevant ids found in the top `k`.
+def ranking_scores(rankings: dict[str, Sequence[str]], relevant: dict[str, Collection[str]],
+                   metrics: Sequence[str]) -> dict[str, float]:
+    """Ranking metrics by `ranx` (its names: "recall@10", "ndcg@10", "mrr", "mrr@10"), each the mean
+    over the queries of `relevant`; a query missing from `rankings` scores 0.
 
-    >>> recall_at_k(["a", "x", "b", "y"], {"a", "b", "c", "d"}, 3)
-    0.5
+    Relevance is binary; a repeated id keeps its first rank.
+
+    >>> ranking_scores({"q1": ["x", "a", "b"], "q2": ["c"]}, {"q1": {"a", "b"}, "q2": {"c"}},
+    ...                ["recall@1", "mrr"])
+    {'recall@1': 0.5, 'mrr': 0.75}
     """
-    _require_relevant(relevant)
-    relevant = set(relevant)
-    return sum(doc in relevant for doc in _top_k(ranked_ids, k)) / len(relevant)
+    for ids in relevant.values():
+        _require_relevant(ids)
+    # ranx pulls in numba, seconds to import: only a run being scored pays for it.
+    from ranx import Qrels, Run, evaluate
 
-
-def mrr(ranked_ids: Sequence[str], relevant: Collection[str], k: int | None = None) -> float:
-    """Reciprocal rank of the first relevant id within the top `k` (all ranks when `k` is None).
-
-    >>> mrr(["x", "y", "a"], {"a"}), mrr(["x", "y", "a"], {"a"}, k=2)
-    (0.3333333333333333, 0.0)
-    """
-    _require_relevant(relevant)
-    for rank, doc in enumerate(_top_k(ranked_ids, k), start=1):
-        if doc in relevant:
-            return 1.0 / rank
-    return 0.0
-
-
-def ndcg_at_k(ranked_ids: Sequence[str], relevant: Collection[str], k: int) -> float:
-    """Binary-relevance nDCG@k; the ideal ranking puts ``min(k, |relevant|)`` hits first.
-
-    >>> ndcg_at_k(["a", "b"], {"a", "b"}, 10), round(ndcg_at_k(["x", "a"], {"a"}, 10), 4)
-    (1.0, 0.6309)
-    """
-    _require_relevant(relevant)
-    dcg = sum(1.0 / math.log2(rank + 1)
-              for rank, doc in enumerate(_top_k(ranked_ids, k), start=1) if doc in relevant)
-    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(k, len(set(relevant))) + 1))
-    return dcg / ideal
+    run = {}
+    for query, ids in rankings.items():
+        unique = list(dict.fromkeys(ids))
+        if query in relevant and unique:
+            # ranx ranks by score: the score is the rank counted from the bottom, so ranx keeps our order.
+            run[query] = {doc: float(len(unique) - rank) for rank, doc in enumerate(unique)}
+    if not run:
+        return dict.fromkeys(metrics, 0.0)
+    qrels = Qrels({query: dict.fromkeys(ids, 1) for query, ids in relevant.items()})
+    per_query = evaluate(qrels, Run(run), list(metrics), return_mean=False, make_comparable=True)
+    if len(metrics) == 1:  # ranx answers a single metric with its bare array
+        per_query = {metrics[0]: per_query}
+    return {metric: fmean(per_query[metric]) for metric in metrics}
 
 
 def citation_precision(cited_ids: Iterable[str], gold_ids: Collection[str]) -> float:
@@ -230,8 +218,14 @@ def recall_curve(records: list[dict], max_k: int = 20) -> list[float]:
     answerable = [record for record in records if is_answerable(record)]
     if not answerable:
         return []
-    return [fmean(recall_at_k(ranked_ids(record), record["gold_ids"], k) for record in answerable)
-            for k in range(1, max_k + 1)]
+    scores = ranking_scores(*_rankings_and_gold(answerable), [f"recall@{k}" for k in range(1, max_k + 1)])
+    return list(scores.values())
+
+
+def _rankings_and_gold(records: list[dict]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Per question (keyed by position: ids may repeat across runs) its ranking and its gold ids."""
+    return ({str(n): ranked_ids(record) for n, record in enumerate(records)},
+            {str(n): record["gold_ids"] for n, record in enumerate(records)})
 
 
 def _mean_or_none(values: list[float]) -> float | None:
@@ -256,9 +250,6 @@ def score_results(records: list[dict]) -> dict:
     singles = [record for record in records if record.get("kind") == "single" and record.get("gold_ids")]
     nones = [record for record in records if record.get("kind") == "none"]
 
-    def retrieval(metric) -> float | None:
-        return _mean_or_none([metric(ranked_ids(record), record["gold_ids"]) for record in answerable])
-
     def answered_ok(record: dict) -> bool:
         return not record.get("error") and not record.get("abstained")
 
@@ -270,11 +261,13 @@ def score_results(records: list[dict]) -> dict:
         total_cited += len(cited)
         valid += sum(paper_id in retrieved for paper_id in cited)
     latencies = [float(record["latency_s"]) for record in records if record.get("latency_s") is not None]
+    retrieval: dict[str, float | None] = dict.fromkeys(RANKING_METRICS)
+    if answerable:
+        scores = ranking_scores(*_rankings_and_gold(answerable), list(RANKING_METRICS.values()))
+        retrieval = {ours: scores[theirs] for ours, theirs in RANKING_METRICS.items()}
 
     return {
-        **{f"recall_at_{k}": retrieval(lambda ids, gold, k=k: recall_at_k(ids, gold, k)) for k in RECALL_KS},
-        "mrr": retrieval(mrr),
-        "ndcg_at_10": retrieval(lambda ids, gold: ndcg_at_k(ids, gold, 10)),
+        **retrieval,
         "list_recall": _mean_or_none([citation_recall(cited_ids(r) if answered_ok(r) else [], r["gold_ids"])
                                       for r in lists]),
         "list_precision": _mean_or_none([citation_precision(cited_ids(r) if answered_ok(r) else [],
@@ -297,6 +290,11 @@ def score_results(records: list[dict]) -> dict:
     }
 
 
+# The metrics of `score_beir`: our key, ranx's name.
+BEIR_METRICS = {"ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10", "recall_at_100": "recall@100",
+                "mrr_at_10": "mrr@10"}
+
+
 def _ranking(scores: dict[str, float]) -> list[str]:
     # trec_eval order: score descending, then doc id descending, so ties rank as in BEIR tables.
     return [doc for doc, _ in sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)]
@@ -312,19 +310,12 @@ def score_beir(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]
     >>> r["ndcg_at_10"], r["mrr_at_10"], r["queries"]
     (1.0, 1.0, 1)
     """
-    ndcg, recall_10, recall_100, reciprocal = [], [], [], []
-    for query_id, judged in qrels.items():
-        relevant = {doc for doc, relevance in judged.items() if relevance > 0}
-        if not relevant:
-            continue
-        ranking = _ranking(run.get(query_id, {}))
-        ndcg.append(ndcg_at_k(ranking, relevant, 10))
-        recall_10.append(recall_at_k(ranking, relevant, 10))
-        recall_100.append(recall_at_k(ranking, relevant, 100))
-        reciprocal.append(mrr(ranking, relevant, 10))
-    if not ndcg:
+    relevant = {query_id: [doc for doc, relevance in judged.items() if relevance > 0]
+                for query_id, judged in qrels.items()}
+    relevant = {query_id: docs for query_id, docs in relevant.items() if docs}
+    if not relevant:
         raise ValueError("no query in qrels has a relevant document (relevance > 0)")
-    return {"ndcg_at_10": fmean(ndcg), "recall_at_10": fmean(recall_10), "recall_at_100": fmean(recall_100),
-            "mrr_at_10": fmean(reciprocal), "queries": len(ndcg),
-            "queries_missing_from_run": sum(1 for query_id in qrels if query_id not in run
-                                            and any(rel > 0 for rel in qrels[query_id].values()))}
+    scores = ranking_scores({query_id: _ranking(scored) for query_id, scored in run.items()}, relevant,
+                            list(BEIR_METRICS.values()))
+    return {**{ours: scores[theirs] for ours, theirs in BEIR_METRICS.items()}, "queries": len(relevant),
+            "queries_missing_from_run": sum(query_id not in run for query_id in relevant)}

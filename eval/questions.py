@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from rag.answer import QuestionKind
-from rag.papers import normalize_title
+from paperchat.rag.answer import QuestionKind
+from paperchat.rag.papers import normalize_title
 
 KINDS: tuple[str, ...] = ("list", "single", "none")
 LIST_SEPARATOR = "|"
@@ -99,7 +99,8 @@ def load_questions(path: Path, title_to_id: Mapping[str, str],
             raise QuestionSetError(path, line,
                                    f"duplicate id {question.id!r} (first on line {seen[question.id]})")
         if question.follow_up_of is not None and question.follow_up_of not in seen:
-            raise QuestionSetError(path, line, f"follow_up_of {question.follow_up_of!r} names no earlier question")
+            raise QuestionSetError(path, line,
+                                   f"follow_up_of {question.follow_up_of!r} names no earlier question")
         seen[question.id] = line
         questions.append(question)
     if not questions:
@@ -155,8 +156,8 @@ def _question_from_row(path: Path, line: int, row: dict, titles: Mapping[str, st
     if not isinstance(text, str) or not text.strip():
         raise QuestionSetError(path, line, "missing question")
     if row.get("status") == "unconfirmed":  # saved from the chat's feedback; its gold papers are a guess
-        raise QuestionSetError(path, line, "an unconfirmed question from chat feedback: check its gold_titles "
-                                           "and must_mention, then set \"status\": \"confirmed\"")
+        raise QuestionSetError(path, line, "an unconfirmed question from chat feedback: check its "
+                                           "gold_titles and must_mention, then set \"status\": \"confirmed\"")
     gold_titles = _string_list(path, line, row, "gold_titles")
     listed_ids = _string_list(path, line, row, "gold_ids")
     must_mention = _string_list(path, line, row, "must_mention")
@@ -186,7 +187,8 @@ def _question_from_row(path: Path, line: int, row: dict, titles: Mapping[str, st
     if not isinstance(question_id, (str, int)) or not str(question_id).strip():
         raise QuestionSetError(path, line, "id must be a non-empty string")
     follow_up_of = row.get("follow_up_of")
-    if follow_up_of is not None and (not isinstance(follow_up_of, (str, int)) or not str(follow_up_of).strip()):
+    names_nothing = not isinstance(follow_up_of, (str, int)) or not str(follow_up_of).strip()
+    if follow_up_of is not None and names_nothing:
         raise QuestionSetError(path, line, "follow_up_of must be the id of an earlier question")
     return Question(id=str(question_id).strip(), question=text.strip(), kind=kind, gold_ids=gold_ids,
                     gold_titles=list(gold.values()), must_mention=must_mention, source=f"{path.name}:{line}",

@@ -15,7 +15,14 @@ from statistics import fmean
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eval.metrics import METRIC_KEYS, cited_ids, is_answerable, must_mention_found, recall_curve, record_score
+from paperchat.eval.metrics import (
+    METRIC_KEYS,
+    cited_ids,
+    is_answerable,
+    must_mention_found,
+    recall_curve,
+    record_score,
+)
 
 KINDS = ("list", "single", "none")
 WORST_SHOWN = 10
@@ -214,7 +221,8 @@ def list_question_table(records: list[dict]) -> list[str]:
         missed = "; ".join(title for gold_id, title in gold.items() if gold_id not in cited) or "—"
         extra = "; ".join(title for paper_id, title in cited.items() if paper_id not in gold) or "—"
         abstained = " (abstained)" if record.get("abstained") else ""
-        lines.append(f"| `{record['id']}`{abstained} | {len(gold)} | {len(cited)} | {_cell(missed)} | {_cell(extra)} |")
+        lines.append(f"| `{record['id']}`{abstained} | {len(gold)} | {len(cited)} "
+                     f"| {_cell(missed)} | {_cell(extra)} |")
     return lines
 
 

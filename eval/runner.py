@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from eval.metrics import score_results
-from eval.questions import Question
-from eval.report import write_markdown, write_plots
-from rag.answer import Answer
+from paperchat.eval.metrics import score_results
+from paperchat.eval.questions import Question
+from paperchat.eval.report import write_markdown, write_plots
+from paperchat.rag.answer import Answer
 
 RESULTS_FILE = "results.jsonl"
 REPORT_JSON = "report.json"
@@ -54,7 +54,8 @@ def result_record(question: Question, answer: Answer | None, latency_s: float,
             possibly_related=[{"id": c.id, "title": c.title} for c in answer.possibly_related],
             answer=answer.text, abstained=answer.abstained, answerer=answer.answerer,
             notice=answer.notice, dropped_citations=answer.dropped_citations,
-            provenance=answer.provenance,  # index fingerprint, models, changed settings: what to compare runs by
+            # index fingerprint, models, changed settings: what to compare runs by
+            provenance=answer.provenance,
         )
     return record
 
@@ -85,7 +86,8 @@ def run_questions(questions: Sequence[Question], ask: Callable[..., Answer], out
                 else:
                     answer = ask(question.question)
                 if not isinstance(answer, Answer):
-                    raise TypeError(f"ask() returned {type(answer).__name__}, expected rag.answer.Answer")
+                    raise TypeError(f"ask() returned {type(answer).__name__}, "
+                                    "expected paperchat.rag.answer.Answer")
             except Exception as exc:  # noqa: BLE001 - any answerer failure is data for the report
                 answer, error = None, f"{type(exc).__name__}: {exc}"
             latency_s = time.perf_counter() - started

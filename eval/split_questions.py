@@ -1,6 +1,6 @@
 """Split the user-style question set once into `tune` and `validate`, before anything is tuned on it.
 
-    python -m eval.split_questions eval/questions/drafts/*.jsonl
+    python -m paperchat.eval.split_questions eval/questions/drafts/*.jsonl
 
 Writes `eval/questions/tune.jsonl` and `eval/questions/validate.jsonl`. The split is fixed by the
 question ids alone (a SHA-1 of the id orders each kind, and the halves alternate), stratified by
@@ -25,7 +25,8 @@ def split(questions: list[dict]) -> dict[str, str]:
     >>> qs = [{"id": f"q{i}", "kind": "list", "gold_titles": [str(i)]} for i in range(4)]
     >>> sorted(split(qs).values())
     ['tune', 'tune', 'validate', 'validate']
-    >>> split(qs + [{"id": "f", "kind": "list", "follow_up_of": "q1", "gold_titles": ["1"]}])["f"] == split(qs)["q1"]
+    >>> follow_up = {"id": "f", "kind": "list", "follow_up_of": "q1", "gold_titles": ["1"]}
+    >>> split(qs + [follow_up])["f"] == split(qs)["q1"]
     True
     """
     side: dict[str, str] = {}
@@ -36,7 +37,8 @@ def split(questions: list[dict]) -> dict[str, str]:
         key = "|".join(sorted(q["gold_titles"])) if q["kind"] == "single" else q["id"]
         groups.setdefault((q["kind"], key), []).append(q["id"])
     for kind in ("list", "single", "none"):
-        keys = sorted((k for k in groups if k[0] == kind), key=lambda k: hashlib.sha1(k[1].encode()).hexdigest())
+        keys = sorted((k for k in groups if k[0] == kind),
+                      key=lambda k: hashlib.sha1(k[1].encode()).hexdigest())
         for n, key in enumerate(keys):
             for qid in groups[key]:
                 side[qid] = "tune" if n % 2 == 0 else "validate"
@@ -57,8 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         chosen = [q for q in questions if side[q["id"]] == name]
         (OUT / f"{name}.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in chosen),
                                            encoding="utf-8")
-        kinds = {k: sum(q["kind"] == k and not q.get("follow_up_of") for q in chosen) for k in ("list", "single", "none")}
-        print(f"{name}: {len(chosen)} questions {kinds}, follow-ups {sum(bool(q.get('follow_up_of')) for q in chosen)}")
+        kinds = {k: sum(q["kind"] == k and not q.get("follow_up_of") for q in chosen)
+                 for k in ("list", "single", "none")}
+        follow_ups = sum(bool(q.get("follow_up_of")) for q in chosen)
+        print(f"{name}: {len(chosen)} questions {kinds}, follow-ups {follow_ups}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ gaussian noise, renormalised. So the lexical index sees realistic text statistic
 sees realistic clusters, and building a million papers costs no embedding time.
 
     >>> import numpy as np
-    >>> from rag.papers import Paper
+    >>> from paperchat.rag.papers import Paper
     >>> base = [Paper("Pruning nets", "We prune. It works. Done here.", year=2020)]
     >>> vecs = [np.ones((1, 4), dtype=np.float32) / 2]
     >>> batch = next(synthetic_batches(base, vecs, total=3, batch_papers=2, seed=0))
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.chunking import Chunk, chunk_paper, split_sentences
-from rag.papers import Paper
+from paperchat.rag.chunking import Chunk, chunk_paper, split_sentences
+from paperchat.rag.papers import Paper
 
 # Default noise on each vector component; with 384 dimensions this keeps a synthetic chunk at a
 # cosine of about 0.9 to its source, close to its source's neighbours and not identical to it.

@@ -1,6 +1,7 @@
 """Fit the judge (`rag/judge_model.json`) and its thresholds on the tune questions only.
 
-    python -m eval.tune_judge --index DIR [--questions eval/questions/tune.jsonl] [--check FILE ...] [--write]
+    python -m paperchat.eval.tune_judge --index DIR [--questions eval/questions/tune.jsonl] \
+        [--check FILE ...] [--write]
 
 1. Every tune question is retrieved once (follow-ups are skipped: they are judged against their
    parent's papers, not the collection); each candidate paper's `rag.judge.features` and whether it
@@ -23,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.questions import Question, load_questions
-from rag.answer import RetrievedPaper
-from rag.embeddings import make_embeddings
-from rag.judge import (
+from paperchat.eval.questions import Question, load_questions
+from paperchat.rag.answer import RetrievedPaper
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.judge import (
     FEATURES,
     MODEL_FILE,
     JudgeModel,
@@ -35,9 +36,9 @@ from rag.judge import (
     question_inputs,
     question_kind,
 )
-from rag.retrieval import Retriever
-from rag.settings import RetrievalSettings, Settings
-from rag.store import PaperIndex
+from paperchat.rag.retrieval import Retriever
+from paperchat.rag.settings import RetrievalSettings, Settings
+from paperchat.rag.store import PaperIndex
 
 GOAL_RECALL, GOAL_PRECISION = 0.92, 0.80
 
@@ -57,7 +58,8 @@ def retrieve_all(questions: list[Question], retriever: Retriever, depth: int,
             stored[q.question] = retriever.retrieve(q.question, depth=depth).papers
         out.append((q, stored[q.question]))
     if cache is not None:
-        cache.write_text(json.dumps({k: [p.model_dump() for p in v] for k, v in stored.items()}), encoding="utf-8")
+        cache.write_text(json.dumps({k: [p.model_dump() for p in v] for k, v in stored.items()}),
+                         encoding="utf-8")
     return out
 
 
@@ -96,7 +98,8 @@ def prepared(data: list[tuple[Question, list[RetrievedPaper]]], model: JudgeMode
     out = []
     for question, papers in data:
         probabilities, together = question_inputs(papers, model)
-        out.append((question, [p.id for p in papers], probabilities, question_kind(question.question), together))
+        kind = question_kind(question.question)
+        out.append((question, [p.id for p in papers], probabilities, kind, together))
     return out
 
 
@@ -120,8 +123,9 @@ def figures(data: list[tuple], settings: RetrievalSettings) -> dict[str, float]:
     def mean(xs: list) -> float:
         return float(np.mean(xs)) if xs else float("nan")
 
-    return {"list_recall": mean(recall), "list_precision": mean(precision), "none_abstain": mean(none_abstain),
-            "false_abstain": mean(false_abstain), "single_cited_gold": mean(single)}
+    return {"list_recall": mean(recall), "list_precision": mean(precision),
+            "none_abstain": mean(none_abstain), "false_abstain": mean(false_abstain),
+            "single_cited_gold": mean(single)}
 
 
 def choose_thresholds(data: list[tuple], base: RetrievalSettings) -> tuple[RetrievalSettings, dict]:
@@ -130,7 +134,8 @@ def choose_thresholds(data: list[tuple], base: RetrievalSettings) -> tuple[Retri
     for match, abstain, single in itertools.product(np.round(np.arange(0.05, 0.81, 0.05), 3),
                                                     np.round(np.arange(0.02, 0.61, 0.04), 3),
                                                     np.round(np.arange(0.30, 0.96, 0.05), 3)):
-        settings = base.model_copy(update={"match_threshold": float(match), "abstain_threshold": float(abstain),
+        settings = base.model_copy(update={"match_threshold": float(match),
+                                           "abstain_threshold": float(abstain),
                                            "abstain_threshold_single": float(single),
                                            "related_threshold": round(float(match) / 2, 3)})
         m = figures(data, settings)
@@ -158,11 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     titles = index.titles()
     title_to_id = {title: pid for pid, title in titles.items()}
     depth = settings.retrieval.depth
-    data = retrieve_all(load_questions(args.questions, title_to_id, set(titles)), retriever, depth, args.cache)
+    questions = load_questions(args.questions, title_to_id, set(titles))
+    data = retrieve_all(questions, retriever, depth, args.cache)
     x, y = training_pairs(data)
     weights = fit_logistic(x, y, l2=args.l2)
-    model = JudgeModel(tuple(float(w) for w in weights),
-                       fitted_on=f"{args.questions.name}: {len(data)} questions, {len(y)} pairs, {int(y.sum())} gold")
+    model = JudgeModel(tuple(float(w) for w in weights), fitted_on=f"{args.questions.name}: {len(data)} "
+                       f"questions, {len(y)} pairs, {int(y.sum())} gold")
     print("weights:", json.dumps(dict(zip(FEATURES, np.round(weights, 3).tolist()))))
     chosen, m = choose_thresholds(prepared(data, model), settings.retrieval)
     print("thresholds:", json.dumps({k: getattr(chosen, k) for k in

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Self
 
-from ingest.sources import (
+from paperchat.ingest.sources import (
     Limits,
     PaperStream,
     bundled_corpus_dir,
@@ -24,11 +24,11 @@ from ingest.sources import (
     conflict_rejection,
     paper_filter,
 )
-from rag.chunking import chunk_paper
-from rag.embeddings import make_embeddings
-from rag.papers import Paper
-from rag.settings import Settings
-from rag.store import PaperIndex
+from paperchat.rag.chunking import chunk_paper
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.papers import Paper
+from paperchat.rag.settings import Settings
+from paperchat.rag.store import PaperIndex
 
 # Papers written per transaction: small enough that a kill loses little, big enough to batch embedding.
 WRITE_BATCH_PAPERS = 64

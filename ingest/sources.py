@@ -33,7 +33,7 @@ from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
-from rag.papers import Paper, normalize_title
+from paperchat.rag.papers import Paper, normalize_title
 
 FORMATS = ("listing", "jsonl", "csv", "arxiv", "beir")
 

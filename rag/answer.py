@@ -27,7 +27,8 @@ def neutralise_markers(paper_text: str) -> str:
     >>> neutralise_markers("As shown by [2] and [3, 4].")
     'As shown by (ref. 2) and (ref. 3, 4).'
     """
-    return CITATION_MARK.sub(lambda m: f"(ref. {', '.join(n.strip() for n in m.group(1).split(','))})", paper_text)
+    return CITATION_MARK.sub(lambda m: f"(ref. {', '.join(n.strip() for n in m.group(1).split(','))})",
+                             paper_text)
 
 
 class Signals(BaseModel):
@@ -45,8 +46,9 @@ class Signals(BaseModel):
     coverage: float = Field(0.0, description="share of the question's terms the paper mentions")
     key_coverage: float = Field(0.0, description="share of the key slots the paper mentions anywhere")
     phrase_coverage: float = Field(0.0, description="share of the question's two-term phrases it contains")
-    sentence_key_coverage: float = Field(0.0, description="share of the key slots its best single sentence or "
-                                                          "its title mentions (concepts together, not scattered)")
+    sentence_key_coverage: float = Field(
+        0.0, description="share of the key slots its best single sentence or its title mentions (concepts "
+        "together, not scattered)")
     title_key_coverage: float = Field(0.0, description="share of the key slots its title mentions")
     absent_share: float = Field(0.0, description="share of the question no paper of the collection mentions "
                                                  "(the same for every paper of one question)")
@@ -70,7 +72,8 @@ class RetrievedPaper(BaseModel):
         "outside the count and outside `citations`"))
     signals: Signals = Field(default_factory=Signals)
     probability: float | None = Field(None, description="the judge's probability that the paper matches")
-    metadata: dict = Field(default_factory=dict, description="the paper's own fields: authors, url, sources, ...")
+    metadata: dict = Field(
+        default_factory=dict, description="the paper's own fields: authors, url, sources, ...")
 
 
 class Citation(BaseModel):
@@ -110,7 +113,8 @@ class Answer(BaseModel):
         return data
 
 
-def enforce_citations(text: str, retrieved: list[RetrievedPaper], numbering: dict[int, str]) -> tuple[str, list[Citation], int]:
+def enforce_citations(text: str, retrieved: list[RetrievedPaper],
+                      numbering: dict[int, str]) -> tuple[str, list[Citation], int]:
     """Keep only `[n]` markers whose number maps to a retrieved paper.
 
     `numbering` maps the numbers the answerer used to paper ids. Returns the cleaned text, the

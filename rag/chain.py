@@ -19,13 +19,13 @@ from typing import get_args
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from rag.answer import Answer, Citation, QuestionKind, RetrievedPaper
-from rag.embeddings import make_embeddings
-from rag.extractive import extractive_answer
-from rag.judge import Judgement, judge, narrow, question_kind
-from rag.retrieval import Retriever
-from rag.settings import Answerer, Settings
-from rag.store import PaperIndex
+from paperchat.rag.answer import Answer, Citation, QuestionKind, RetrievedPaper
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.extractive import extractive_answer
+from paperchat.rag.judge import Judgement, judge, narrow, question_kind
+from paperchat.rag.retrieval import Retriever
+from paperchat.rag.settings import Answerer, Settings
+from paperchat.rag.store import PaperIndex
 
 ANSWERERS: tuple[Answerer, ...] = get_args(Answerer)
 SMALL_TALK_REPLY = ("Hello! Ask me about the papers in this collection, for example "
@@ -89,9 +89,10 @@ class PaperChat:
         index = PaperIndex.open(settings, make_embeddings(settings.embedding))
         if index.paper_count() == 0:
             index.close()
-            from rag.store import IndexNotFoundError
+            from paperchat.rag.store import IndexNotFoundError
 
-            raise IndexNotFoundError(f"the index at {settings.store.index_dir} is empty: run `paperchat ingest` first")
+            raise IndexNotFoundError(f"the index at {settings.store.index_dir} is empty: "
+                                     "run `paperchat ingest` first")
         return cls(settings, index, chat_models)
 
     def close(self) -> None:
@@ -99,7 +100,9 @@ class PaperChat:
 
     # --- the chat model, built on first use ------------------------------------------------------
     def chat_model(self, backend: str):
-        """The chat model for `backend` (built once, whichever thread asks first); raises `LLMUnavailableError`."""
+        """The chat model for `backend` (built once, whichever thread asks first).
+
+        Raises `LLMUnavailableError`."""
         with self._chat_models_lock:
             return self._chat_model(backend)
 
@@ -109,7 +112,7 @@ class PaperChat:
 
     def _chat_model(self, backend: str):
         if backend not in self._chat_models:
-            from rag.llm import make_chat_model
+            from paperchat.rag.llm import make_chat_model
 
             self._chat_models[backend] = make_chat_model(self.settings.llm, backend)
         return self._chat_models[backend]
@@ -127,8 +130,8 @@ class PaperChat:
         query = search_query or question
         s = self.settings.retrieval
         top_k = top_k or s.top_k
-        retrieval = self.retriever.retrieve(query, depth=max(s.depth, top_k), year_min=year_min, year_max=year_max,
-                                            include_undated=include_undated,
+        retrieval = self.retriever.retrieve(query, depth=max(s.depth, top_k), year_min=year_min,
+                                            year_max=year_max, include_undated=include_undated,
                                             among=list(among) if among is not None else None)
         if among is not None:
             judgement: Judgement = narrow(retrieval.papers, s)
@@ -138,9 +141,9 @@ class PaperChat:
         shown = [p for p in judgement.papers if p.rank <= top_k or p.id in kept]
         timings = {f"retrieval_{k}": round(v, 4) for k, v in retrieval.timings_s.items()}
         timings["sources"] = round(time.perf_counter() - started, 4)
-        return Sources(question=question, search_query=query, kind=judgement.kind, abstained=judgement.abstained,
-                       retrieved=shown, matching=judgement.matching, timings_s=timings,
-                       related=list(judgement.related or []),
+        return Sources(question=question, search_query=query, kind=judgement.kind,
+                       abstained=judgement.abstained, retrieved=shown, matching=judgement.matching,
+                       timings_s=timings, related=list(judgement.related or []),
                        narrowed_from=len(among) if among is not None else None)
 
     def stream(self, question: str, history: Sequence[tuple[str, str]] = (), answerer: str | None = None,
@@ -151,7 +154,8 @@ class PaperChat:
         `previous_papers`: the ids the previous answer listed. A follow-up that narrows them
         ("which of those use ImageNet?") is judged against those papers only: its list can only shrink.
 
-        `include_undated` (default `retrieval.include_undated`): whether a year filter keeps papers without a year.
+        `include_undated` (default `retrieval.include_undated`): whether a year filter keeps papers
+        without a year.
         """
         started = time.perf_counter()
         question = (question or "").strip()
@@ -162,7 +166,7 @@ class PaperChat:
             raise ValueError(f"unknown answerer {answerer!r}: use one of {', '.join(ANSWERERS)}")
         history = list(history)
 
-        from rag.rewrite import make_standalone_query
+        from paperchat.rag.rewrite import make_standalone_query
 
         rewriter = None
         criterion = narrowing_criterion(question) if history and previous_papers else None
@@ -184,38 +188,41 @@ class PaperChat:
             return
         kind = _follow_up_kind(question, query, history)
         if criterion:
-            sources = self.search(criterion, top_k, year_min, year_max, kind="list", include_undated=include_undated,
-                                  among=previous_papers)
+            sources = self.search(criterion, top_k, year_min, year_max, kind="list",
+                                  include_undated=include_undated, among=previous_papers)
             sources.question = question
         else:
             sources = self.search(question, top_k, year_min, year_max, kind=kind,
-                                  search_query=query if query != question else None, include_undated=include_undated)
+                                  search_query=query if query != question else None,
+                                  include_undated=include_undated)
         yield sources
         judgement = Judgement(sources.kind, sources.abstained, sources.matching, 0.0, sources.related)
 
         answer: Answer | None = None
         notice = None
         if answerer != "extractive" and not sources.abstained:
-            from rag.generate import stream_llm_answer
-            from rag.llm import LLMUnavailableError
+            from paperchat.rag.generate import stream_llm_answer
+            from paperchat.rag.llm import LLMUnavailableError
 
             llm = self.settings.llm
             try:
                 model = self.chat_model(answerer)
-                for piece in stream_llm_answer(question, sources.search_query, sources.kind,
-                                               _with_matching_first(sources.retrieved, sources.matching),
-                                               sources.matching if sources.kind == "list" else sources.matching[:1],
-                                               model, context_tokens=llm.context_tokens, max_tokens=llm.max_tokens,
-                                               max_papers=llm.max_papers):
+                matching = sources.matching if sources.kind == "list" else sources.matching[:1]
+                papers = _with_matching_first(sources.retrieved, sources.matching)
+                for piece in stream_llm_answer(question, sources.search_query, sources.kind, papers, matching,
+                                               model, context_tokens=llm.context_tokens,
+                                               max_tokens=llm.max_tokens, max_papers=llm.max_papers):
                     if isinstance(piece, Answer):
                         answer = piece
                     else:
                         yield Token(piece)
             except LLMUnavailableError as error:
-                notice = f"The {answerer} LLM is unavailable ({error}); this answer was composed from the abstracts."
+                notice = (f"The {answerer} LLM is unavailable ({error}); "
+                          "this answer was composed from the abstracts.")
                 yield Notice(notice)
         if answer is None:
-            answer = extractive_answer(question, sources.search_query, judgement, sources.retrieved, notice=notice)
+            answer = extractive_answer(question, sources.search_query, judgement, sources.retrieved,
+                                       notice=notice)
             yield Token(answer.text)
         if sources.narrowed_from is not None and answer.abstained:
             answer.text = (f"None of the {sources.narrowed_from} papers of the previous answer "
@@ -238,7 +245,8 @@ class PaperChat:
         "history": [...], "previous_papers": [...]})`, gives the `Answer`; `batch`, `stream` and `|`
         composition come with it.
 
-        >>> chat.as_runnable(answerer="extractive").invoke("Which papers prune ResNet-50?").kind  # doctest: +SKIP
+        >>> runnable = chat.as_runnable(answerer="extractive")  # doctest: +SKIP
+        >>> runnable.invoke("Which papers prune ResNet-50?").kind  # doctest: +SKIP
         'list'
         """
         def answer(request: str | dict) -> Answer:
@@ -257,29 +265,38 @@ class PaperChat:
         raise RuntimeError("the answer stream ended without an answer")
 
 
-def _with_matching_first(retrieved: list[RetrievedPaper], matching: list[RetrievedPaper]) -> list[RetrievedPaper]:
+def _with_matching_first(retrieved: list[RetrievedPaper],
+                         matching: list[RetrievedPaper]) -> list[RetrievedPaper]:
     ids = {p.id for p in matching}
     return list(matching) + [p for p in retrieved if p.id not in ids]
 
 
 _LEAD = re.compile(r"^\s*(?:(?:and|but|so|now|ok|okay|then)\b[\s,]*)*", re.IGNORECASE)
 _OF_THOSE = re.compile(
-    r"^(?:which|what|any|did any|do any|does any|are any|is any|were any|how many)\s+(?:ones?\s+)?(?:of|among)\s+"
+    r"^(?:which|what|any|did any|do any|does any|are any|is any|were any|how many)\s+"
+    r"(?:ones?\s+)?(?:of|among)\s+"
     r"(?:those|these|them|the above|the papers above)\b(.*)", re.IGNORECASE)
 _ONLY = re.compile(r"^(?:only|just)\s+(?:the\s+)?(.*?)\b(?:ones|papers|those)\b(.*)", re.IGNORECASE)
 _WHICH_ONES = re.compile(r"^(?:which|what)\s+ones?\b(.*)", re.IGNORECASE)
-_FILLER = re.compile(r"^(?:\s|,|papers\b|works\b|ones\b|methods\b)+|(?:[\s,]*\bplease\b)?[\s?.!,]*$", re.IGNORECASE)
+_FILLER = re.compile(r"^(?:\s|,|papers\b|works\b|ones\b|methods\b)+|(?:[\s,]*\bplease\b)?[\s?.!,]*$",
+                     re.IGNORECASE)
 
 
 def narrowing_criterion(question: str) -> str | None:
     """What a follow-up that narrows the previous list asks of its papers, or None if it does not narrow.
 
-    >>> narrowing_criterion("Which of those use ImageNet?"), narrowing_criterion("And which of them are surveys?")
-    ('use ImageNet', 'are surveys')
-    >>> narrowing_criterion("Only the medical imaging ones?"), narrowing_criterion("Only the ones about ImageNet, please.")
-    ('medical imaging', 'about ImageNet')
-    >>> narrowing_criterion("Did any of those papers turn out to be a survey?"), narrowing_criterion("Which papers prune BERT?")
-    ('turn out to be a survey', None)
+    >>> narrowing_criterion("Which of those use ImageNet?")
+    'use ImageNet'
+    >>> narrowing_criterion("And which of them are surveys?")
+    'are surveys'
+    >>> narrowing_criterion("Only the medical imaging ones?")
+    'medical imaging'
+    >>> narrowing_criterion("Only the ones about ImageNet, please.")
+    'about ImageNet'
+    >>> narrowing_criterion("Did any of those papers turn out to be a survey?")
+    'turn out to be a survey'
+    >>> narrowing_criterion("Which papers prune BERT?") is None
+    True
     """
     text = _LEAD.sub("", question).strip()
     for pattern in (_OF_THOSE, _ONLY, _WHICH_ONES):
@@ -309,7 +326,7 @@ def _make_reranker(settings: Settings):
     path = settings.retrieval.reranker_path
     if path is None:
         return None
-    from rag.rerank import CrossEncoderReranker
+    from paperchat.rag.rerank import CrossEncoderReranker
 
     return CrossEncoderReranker(path)
 
@@ -341,7 +358,8 @@ def answer_provenance(chat: PaperChat, answer: Answer, requested: str, overrides
         for key, value in current.model_dump(mode="json").items():
             if key not in ("api_key", "backend") and value != defaults.get(key):
                 changed[f"{section}.{key}"] = value
-    changed.update({f"question.{key}": value for key, value in overrides.items()  # options unlike the settings'
+    # the question's options that differ from the settings
+    changed.update({f"question.{key}": value for key, value in overrides.items()
                     if value is not None and value != getattr(settings.retrieval, key, None)})
     provenance["settings_changed"] = changed
     return provenance
@@ -352,7 +370,7 @@ def _model_provenance(settings: Settings, backend: str) -> dict:
     if backend != "local":
         return {"backend": backend, "model": llm.model, "base_url": llm.base_url}
     if llm.model_path is None:
-        from rag.local_model import DEFAULT_MODEL_FILENAME, DEFAULT_MODEL_SHA256
+        from paperchat.rag.local_model import DEFAULT_MODEL_FILENAME, DEFAULT_MODEL_SHA256
 
         return {"backend": "local", "file": DEFAULT_MODEL_FILENAME, "sha256": DEFAULT_MODEL_SHA256}
     path = llm.model_path

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rag.papers import CHUNK_COUNT, CHUNK_INDEX, CONTENT_HASH, PAPER_ID, TITLE, YEAR, Paper
-from rag.text import split_sentences
+from paperchat.rag.papers import CHUNK_COUNT, CHUNK_INDEX, CONTENT_HASH, PAPER_ID, TITLE, YEAR, Paper
+from paperchat.rag.text import split_sentences
 
 
 @dataclass(frozen=True)

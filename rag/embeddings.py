@@ -14,7 +14,7 @@ from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
-from rag.settings import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
+from paperchat.rag.settings import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
 
 
 class EmbeddingModelError(RuntimeError):
@@ -127,7 +127,7 @@ def _load(settings: EmbeddingSettings):
     hf_logging.disable_progress_bar()
     try:
         return SentenceTransformer(path, device=device, backend=settings.backend)
-    except Exception as error:  # noqa: BLE001 - any load failure gets one clear message
+    except Exception as error:  # any load failure gets one clear message
         missing = isinstance(error, ImportError) or isinstance(error.__context__, ImportError)
         if settings.backend != "torch" and missing:
             # sentence-transformers exports the model for ONNX Runtime / OpenVINO through optimum,

@@ -4,14 +4,14 @@ The CLI and the UI catch exactly these and show their message; anything else is 
 its traceback for the logs.
 """
 
-from rag.embeddings import EmbeddingModelError
-from rag.lexical import LexicalIndexError
-from rag.llm import LLMUnavailableError
-from rag.local_model import ModelIntegrityError, ModelNotInstalledError
-from rag.rerank import RerankerError
-from rag.settings import SettingsError
-from rag.store import IndexError_
+from paperchat.rag.embeddings import EmbeddingModelError
+from paperchat.rag.lexical import LexicalIndexError
+from paperchat.rag.llm import LLMUnavailableError
+from paperchat.rag.local_model import ModelIntegrityError, ModelNotInstalledError
+from paperchat.rag.rerank import RerankerError
+from paperchat.rag.settings import SettingsError
+from paperchat.rag.store import IndexError_
 
-USER_ERRORS: tuple[type[Exception], ...] = (SettingsError, IndexError_, LexicalIndexError, EmbeddingModelError,
-                                           RerankerError, LLMUnavailableError, ModelNotInstalledError,
-                                           ModelIntegrityError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    SettingsError, IndexError_, LexicalIndexError, EmbeddingModelError, RerankerError, LLMUnavailableError,
+    ModelNotInstalledError, ModelIntegrityError)

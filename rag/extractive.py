@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 
-from rag.answer import Answer, Citation, RetrievedPaper, enforce_citations, neutralise_markers
-from rag.judge import Judgement
-from rag.text import content_stems, split_sentences
+from paperchat.rag.answer import Answer, Citation, RetrievedPaper, enforce_citations, neutralise_markers
+from paperchat.rag.judge import Judgement
+from paperchat.rag.text import content_stems, split_sentences
 
 _NUMBER = re.compile(r"\d")
-_ASKS_FOR_NUMBER = re.compile(r"^\s*(how (many|much|fast|accurate|long|large|big|well)|what (is the |was the )?"
+_ASKS_FOR_NUMBER = re.compile(r"^\s*(how (many|much|fast|accurate|long|large|big|well)"
+                              r"|what (is the |was the )?"
                               r"(top-1|top-5|accuracy|error|speed|score|ap|map|bleu|f1|percentage|share|number|size))"
                               r"|\b(accuracy|error|ap|percent|speed|bandwidth|how many)\b", re.IGNORECASE)
 
@@ -55,33 +56,39 @@ def extractive_answer(question: str, search_query: str, judgement: Judgement,
         text = f"No paper in this collection answers \"{question.strip()}\""
         if nearest:
             text += "\nThe nearest papers, which do not answer it: " + "; ".join(
-                f"\"{neutralise_markers(p.title)}\"" + (f" ({p.year})" if p.year else "") for p in nearest) + "."
+                f"\"{neutralise_markers(p.title)}\"{_year(p)}" for p in nearest) + "."
         return Answer(question=question, search_query=search_query, kind=judgement.kind, text=text,
                       retrieved=retrieved, abstained=True, answerer="extractive", notice=notice)
 
     numbering = {n: paper.id for n, paper in enumerate(judgement.matching, 1)}
     if judgement.kind == "list":
         count = len(judgement.matching)
-        lines = [f"{count} paper{'s' if count != 1 else ''} in this collection match{'es' if count == 1 else ''}:"]
+        papers, match = ("paper", "matches") if count == 1 else ("papers", "match")
+        lines = [f"{count} {papers} in this collection {match}:"]
         for n, paper in enumerate(judgement.matching, 1):
             sentence = _evidence(paper, search_query)
-            year = f" ({paper.year})" if paper.year else ""
-            lines.append(f"{n}. {neutralise_markers(paper.title)}{year}: {neutralise_markers(sentence)} [{n}]")
+            lines.append(f"{n}. {neutralise_markers(paper.title)}{_year(paper)}: "
+                         f"{neutralise_markers(sentence)} [{n}]")
         related = judgement.related or []
         if related:
-            lines.append(f"Possibly related (weaker evidence, not counted): "
+            lines.append("Possibly related (weaker evidence, not counted): "
                          + "; ".join(f"\"{neutralise_markers(p.title)}\"" for p in related) + ".")
         text = "\n".join(lines)
     else:
         paper = judgement.matching[0]
         sentences = best_sentences(search_query, paper.abstract or paper.passage, limit=2)
-        text = f"From \"{neutralise_markers(paper.title)}\"" + (f" ({paper.year})" if paper.year else "") + ": " + \
-            " ".join(f"{neutralise_markers(s)} [1]" for s in sentences)
+        text = (f"From \"{neutralise_markers(paper.title)}\"{_year(paper)}: "
+                + " ".join(f"{neutralise_markers(s)} [1]" for s in sentences))
     text, citations, dropped = enforce_citations(text, retrieved, numbering)
     citations = [_with_passage(c, search_query, retrieved) for c in citations]
     return Answer(question=question, search_query=search_query, kind=judgement.kind, text=text,
                   citations=citations, retrieved=retrieved, abstained=False, answerer="extractive",
                   notice=notice, dropped_citations=dropped)
+
+
+def _year(paper: RetrievedPaper) -> str:
+    """" (2021)" after a title, or nothing for an undated paper."""
+    return f" ({paper.year})" if paper.year else ""
 
 
 def _evidence(paper: RetrievedPaper, query: str) -> str:

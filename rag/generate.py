@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterator
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from rag.answer import CITATION_MARK, Answer, QuestionKind, RetrievedPaper, enforce_citations
-from rag.extractive import best_sentences
-from rag.llm import LLMUnavailableError, token_counter, translate_llm_error
-from rag.text import content_stems, split_sentences, stem
+from paperchat.rag.answer import CITATION_MARK, Answer, QuestionKind, RetrievedPaper, enforce_citations
+from paperchat.rag.extractive import best_sentences
+from paperchat.rag.llm import LLMUnavailableError, token_counter, translate_llm_error
+from paperchat.rag.text import content_stems, split_sentences, stem
 
 # Without the model's tokenizer (hosted and Ollama models) the prompt is budgeted at this many
 # characters per token: below the least the bundled abstracts reach with the local models'

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from rag.answer import QuestionKind, RetrievedPaper, Signals
-from rag.settings import RetrievalSettings
+from paperchat.rag.answer import QuestionKind, RetrievedPaper, Signals
+from paperchat.rag.settings import RetrievalSettings
 
 MODEL_FILE = Path(__file__).with_name("judge_model.json")
 
@@ -46,8 +46,9 @@ _LIST_PATTERNS = re.compile(
     r"|\b(papers|works|studies) (on|about|that|which|using|proposing)\b",
     re.IGNORECASE)
 # A question that starts with none of these words names a topic ("Recommender systems papers?").
-_QUESTION_OPENER = re.compile(r"^\s*(what|which|who|whom|whose|when|where|why|how|is|are|was|were|do|does|did|"
-                              r"can|could|should|would|will|has|have|had|in|on|at|for|from|by|with|over|under|during|across|through|"
+_QUESTION_OPENER = re.compile(r"^\s*(what|which|who|whom|whose|when|where|why|how|"
+                              r"is|are|was|were|do|does|did|can|could|should|would|will|has|have|had|"
+                              r"in|on|at|for|from|by|with|over|under|during|across|through|"
                               r"after|before|using|to|of|up|according|"
                               r"tell|give|name|list|show|find|explain|describe)\b", re.IGNORECASE)
 
@@ -55,8 +56,10 @@ _QUESTION_OPENER = re.compile(r"^\s*(what|which|who|whom|whose|when|where|why|ho
 def question_kind(question: str) -> QuestionKind:
     """"list" when the question asks for papers in the plural, else "single".
 
-    >>> question_kind("Which papers prune ResNet-50?"), question_kind("What top-1 accuracy does MEAL V2 reach?")
-    ('list', 'single')
+    >>> question_kind("Which papers prune ResNet-50?")
+    'list'
+    >>> question_kind("What top-1 accuracy does MEAL V2 reach?")
+    'single'
     >>> question_kind("What work is there on dataset distillation?"), question_kind("Has anyone pruned BERT?")
     ('list', 'list')
     >>> question_kind("Recommender systems papers?"), question_kind("Which paper first proposed dropout?")
@@ -89,14 +92,17 @@ class QuestionStats:
 def features(paper: Signals, fused: float, stats: QuestionStats, rank: int) -> list[float]:
     """The judge's inputs for one paper: its signals, several relative to its question's other papers.
 
-    >>> f = dict(zip(FEATURES, features(Signals(dense=0.5), 1.0, QuestionStats(best_dense=0.6, best_fused=2.0), 1)))
+    >>> stats = QuestionStats(best_dense=0.6, best_fused=2.0)
+    >>> f = dict(zip(FEATURES, features(Signals(dense=0.5), 1.0, stats, 1)))
     >>> f["dense_gap"], f["fused_gap"], f["rank_score"]
     (0.1, 1.0, 1.0)
     """
     return [paper.dense, round(stats.best_dense - paper.dense, 6),
-            (paper.dense - stats.mean_dense) / stats.spread_dense, (fused - stats.mean_fused) / stats.spread_fused,
-            stats.best_fused - fused, paper.key_coverage, round(stats.best_key_coverage - paper.key_coverage, 6),
-            paper.sentence_key_coverage, paper.title_key_coverage, paper.phrase_coverage, paper.coverage,
+            (paper.dense - stats.mean_dense) / stats.spread_dense,
+            (fused - stats.mean_fused) / stats.spread_fused,
+            stats.best_fused - fused, paper.key_coverage,
+            round(stats.best_key_coverage - paper.key_coverage, 6), paper.sentence_key_coverage,
+            paper.title_key_coverage, paper.phrase_coverage, paper.coverage,
             paper.bm25 / stats.top_bm25 if stats.top_bm25 > 0 else 0.0, 1.0 / math.sqrt(rank),
             paper.absent_share, 1.0]
 
@@ -195,8 +201,10 @@ def decide(ids: list[str], probabilities: list[float], kind: QuestionKind, setti
     ...                       abstain_threshold_single=0.8)
     >>> decide(["a", "b", "c"], [0.9, 0.3, 0.1], "list", s)
     Verdict(abstained=False, matching=('a',), related=('b',), best=0.9)
-    >>> decide(["a", "b"], [0.2, 0.1], "list", s).abstained, decide(["a", "b"], [0.2, 0.1], "list", s, True).matching
-    (True, ('a',))
+    >>> decide(["a", "b"], [0.2, 0.1], "list", s).abstained
+    True
+    >>> decide(["a", "b"], [0.2, 0.1], "list", s, True).matching
+    ('a',)
     """
     order = sorted(range(len(ids)), key=lambda i: -probabilities[i])
     best = probabilities[order[0]] if ids else 0.0
@@ -238,12 +246,15 @@ def narrow(papers: list[RetrievedPaper], settings: RetrievalSettings) -> Judgeme
     >>> s = RetrievalSettings(narrow_min_coverage=0.2, narrow_relative=0.6)
     >>> ps = [RetrievedPaper(id=i, title=i, score=0, rank=1, signals=Signals(key_coverage=k))
     ...       for i, k in (("a", 1.0), ("b", 0.7), ("c", 0.3))]
-    >>> [p.id for p in narrow(ps, s).matching], narrow(ps[2:], s.model_copy(update={"narrow_min_coverage": 0.5})).abstained
-    (['a', 'b'], True)
+    >>> [p.id for p in narrow(ps, s).matching]
+    ['a', 'b']
+    >>> narrow(ps[2:], s.model_copy(update={"narrow_min_coverage": 0.5})).abstained
+    True
     """
     best = max((p.signals.key_coverage for p in papers), default=0.0)
     floor = max(settings.narrow_min_coverage, settings.narrow_relative * best)
-    matched = {p.id for p in papers if best >= settings.narrow_min_coverage and p.signals.key_coverage >= floor}
+    matched = {p.id for p in papers
+               if best >= settings.narrow_min_coverage and p.signals.key_coverage >= floor}
     judged = [p.model_copy(update={"matches": p.id in matched, "related": False}) for p in papers]
     matching = sorted((p for p in judged if p.matches), key=lambda p: -p.signals.key_coverage)
     return Judgement("list", not matching, matching, best, [], judged)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.chunking import Chunk
-from rag.papers import Paper
-from rag.text import STOPWORDS
+from paperchat.rag.chunking import Chunk
+from paperchat.rag.papers import Paper
+from paperchat.rag.text import STOPWORDS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS papers (

@@ -39,7 +39,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
-from rag.settings import Answerer, LLMSettings
+from paperchat.rag.settings import Answerer, LLMSettings
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -397,7 +397,7 @@ def _check_gguf(path: Path) -> None:
 
 
 def _make_local(config: LLMSettings) -> BaseChatModel:
-    from rag.local_model import ModelIntegrityError, ModelNotInstalledError, ensure_default_model
+    from paperchat.rag.local_model import ModelIntegrityError, ModelNotInstalledError, ensure_default_model
 
     model_path = config.model_path
     if model_path is None:

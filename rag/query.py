@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from rag.text import STOPWORDS, words
+from paperchat.rag.text import STOPWORDS, words
 
 _WORD = re.compile(r"\w+")
 _COMPOUND = re.compile(r"\w+(?:[-./]\w+)+")
@@ -29,8 +29,9 @@ FRAMING_WORDS = frozenset([
     "relating", "based", "around", "via", "i.e", "e.g", "etc", "ie", "eg", "including", "include",
     "includes", "kind", "kinds", "sort", "type", "types", "way", "ways", "something", "anything", "someone",
     "anyone", "tell", "know", "known", "recent", "recently", "new", "good", "many", "much", "often",
-    "another", "other", "others", "whose", "mainly", "mostly", "primarily", "chiefly", "largely", "specifically",
-    "particularly", "especially", "actually", "really", "generally", "explicitly", "directly", "somehow"
+    "another", "other", "others", "whose", "mainly", "mostly", "primarily", "chiefly", "largely",
+    "specifically", "particularly", "especially", "actually", "really", "generally", "explicitly",
+    "directly", "somehow"
 ])
 # Prefixes that only modify the word they are hyphenated to ("re-collected", "non-linear").
 _PREFIXES = frozenset([
@@ -101,7 +102,8 @@ def spelling_variants(word: str) -> list[str]:
 def is_content_word(word: str) -> bool:
     """Whether a (lower-case) word names something the question is about.
 
-    >>> [w for w in "which papers report results on sign language as their main subject".split() if is_content_word(w)]
+    >>> words = "which papers report results on sign language as their main subject".split()
+    >>> [w for w in words if is_content_word(w)]
     ['sign', 'language']
     """
     return not (word in STOPWORDS or word in FRAMING_WORDS or (len(word) < 2 and not word.isdigit()))
@@ -205,12 +207,13 @@ def query_concepts(question: str) -> list[Concept]:
     [['prune'], ['resnet 50', 'resnet50'], ['prune resnet 50', 'prune resnet50']]
     >>> [c.text for c in query_concepts("Are there papers on recognising sign language from video?")]
     ['recognising', 'sign', 'language', 'video', 'recognising sign', 'sign language']
-    >>> [c.text for c in query_concepts("Which papers study patch attacks on image classifiers or detectors?") if c.kind == "group"]
+    >>> def groups(question):
+    ...     return [c.text for c in query_concepts(question) if c.kind == "group"]
+    >>> groups("Which papers study patch attacks on image classifiers or detectors?")
     ['image classifiers | detectors']
-    >>> [c.text for c in query_concepts("Are there papers on Kolmogorov-Arnold networks (KANs)?") if c.kind == "group"]
+    >>> groups("Are there papers on Kolmogorov-Arnold networks (KANs)?")
     ['kolmogorov-arnold networks | kans']
-    >>> [c.text for c in query_concepts("Which papers use hypernetworks, i.e. networks that generate weights?")
-    ...  if c.kind == "group"]
+    >>> groups("Which papers use hypernetworks, i.e. networks that generate weights?")
     ['hypernetworks | networks generate weights']
     """
     items = _question_items(question)
@@ -229,7 +232,8 @@ def query_concepts(question: str) -> list[Concept]:
         previous = concept
     groups: dict[str, Concept] = {}
     for alternatives in _alternative_groups(items):
-        alternatives = [list({terms[c.text].text: terms[c.text] for c in run}.values()) for run in alternatives]
+        alternatives = [list({terms[c.text].text: terms[c.text] for c in run}.values())
+                        for run in alternatives]
         text = " | ".join(" ".join(c.text for c in run) for run in alternatives)
         groups.setdefault(text, Concept(text, [], kind="group", alternatives=alternatives))
     # compound terms after single words, so that single words lead
@@ -260,7 +264,8 @@ def idf_share(concepts: Sequence[Concept], mentioned: set[str]) -> float:
 def question_slots(concepts: Sequence[Concept]) -> list[Concept]:
     """What a paper must mention, one slot each: a group of alternatives, or a term in none.
 
-    >>> [c.text for c in question_slots(query_concepts("Which papers study patch attacks on image classifiers or detectors?"))]
+    >>> concepts = query_concepts("Which papers study patch attacks on image classifiers or detectors?")
+    >>> [c.text for c in question_slots(concepts)]
     ['patch', 'attacks', 'image classifiers | detectors']
     """
     groups = [c for c in concepts if c.kind == "group"]
@@ -271,7 +276,8 @@ def question_slots(concepts: Sequence[Concept]) -> list[Concept]:
 def credit_share(slots: Sequence[Concept], mentioned: set[str]) -> float:
     """The IDF-weighted share of `slots` a paper mentions (a group by its best alternative; 0 when none).
 
-    >>> g = Concept("a | b", [], kind="group", idf=2.0, alternatives=[[Concept("a", ["a"])], [Concept("b", ["b"])]])
+    >>> g = Concept("a | b", [], kind="group", idf=2.0,
+    ...             alternatives=[[Concept("a", ["a"])], [Concept("b", ["b"])]])
     >>> credit_share([Concept("c", ["c"], idf=2.0), g], {"b"})
     0.5
     """
@@ -334,7 +340,8 @@ def abbreviations_in(question: str) -> list[str]:
 def find_abbreviations(texts: Iterable[str]) -> dict[str, set[str]]:
     """Abbreviations the texts define, lower-case and singular, with their long forms (word lists).
 
-    >>> find_abbreviations(["We revisit knowledge distillation (KD) for ViTs.", "Large language models (LLMs) ..."])
+    >>> find_abbreviations(["We revisit knowledge distillation (KD) for ViTs.",
+    ...                     "Large language models (LLMs) ..."])
     {'kd': {'knowledge distillation'}, 'llm': {'large language models'}}
     """
     found: dict[str, set[str]] = {}
@@ -349,7 +356,8 @@ def find_abbreviations(texts: Iterable[str]) -> dict[str, set[str]]:
     return found
 
 
-def expand_abbreviations(concepts: Sequence[Concept], question: str, definitions: dict[str, set[str]]) -> None:
+def expand_abbreviations(concepts: Sequence[Concept], question: str,
+                         definitions: dict[str, set[str]]) -> None:
     """Let each abbreviation of the question also be matched by its long form, and each long form
     the question spells out by its abbreviation, as the candidates' own texts define them.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rag.answer import RetrievedPaper
+from paperchat.rag.answer import RetrievedPaper
 
 
 class RerankerError(RuntimeError):

@@ -22,9 +22,9 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from rag.answer import RetrievedPaper, Signals
-from rag.papers import Paper
-from rag.query import (
+from paperchat.rag.answer import RetrievedPaper, Signals
+from paperchat.rag.papers import Paper
+from paperchat.rag.query import (
     Concept,
     abbreviations_in,
     credit_share,
@@ -35,9 +35,9 @@ from rag.query import (
     query_concepts,
     question_slots,
 )
-from rag.settings import RetrievalSettings
-from rag.store import PaperIndex
-from rag.text import split_sentences
+from paperchat.rag.settings import RetrievalSettings
+from paperchat.rag.store import PaperIndex
+from paperchat.rag.text import split_sentences
 
 
 @dataclass
@@ -56,7 +56,8 @@ class Retriever:
     Besides the fused rank, each paper gets the per-paper signals `rag.judge` decides with:
     `dense` (cosine of its best chunk, computed for lexical-only hits too), `coverage` (IDF-weighted
     share of the question's terms it mentions), `key_coverage` (the same over the question's rarest
-    slots: a term, or a group of alternatives credited by its best alternative; see `question_slots`), `phrase_coverage` (over the question's two-term phrases that the collection contains)
+    slots: a term, or a group of alternatives credited by its best alternative; see `question_slots`),
+    `phrase_coverage` (over the question's two-term phrases that the collection contains)
     and `absent_share` (the question's IDF mass, over slots, that no paper of the collection mentions
     at all: "X or Y" is absent only when neither is there).
     Mentions are matched in a scratch in-memory FTS5 table holding only the candidates (same
@@ -69,8 +70,8 @@ class Retriever:
         self.settings = settings
         self.reranker = reranker
         self._scratch = sqlite3.connect(":memory:", check_same_thread=False)
-        self._scratch.execute("CREATE VIRTUAL TABLE candidates USING fts5(text, paper_id UNINDEXED, part UNINDEXED, "
-                              "tokenize = 'porter unicode61')")
+        self._scratch.execute("CREATE VIRTUAL TABLE candidates USING fts5(text, paper_id UNINDEXED, "
+                              "part UNINDEXED, tokenize = 'porter unicode61')")
         self._scratch_lock = threading.Lock()
 
     def retrieve(self, query: str, depth: int | None = None, year_min: int | None = None,
@@ -116,8 +117,7 @@ class Retriever:
             wanted = set(among)
             best_lexical = {pid: hit for pid, hit in best_lexical.items() if pid in wanted}
             best_dense = self._dense_of(list(dict.fromkeys(among)), vector)
-        dense_rank = {pid: r for r, pid in enumerate(sorted(best_dense, key=lambda p: -best_dense[p][0]), 1)}
-        lexical_rank = {pid: r for r, pid in enumerate(sorted(best_lexical, key=lambda p: -best_lexical[p][0]), 1)}
+        dense_rank, lexical_rank = _ranks(best_dense), _ranks(best_lexical)
         fused = fuse({p: v[0] for p, v in best_dense.items()}, {p: v[0] for p, v in best_lexical.items()},
                      s.fusion, s.dense_weight, s.lexical_weight, s.rrf_k)
         order = sorted(fused, key=lambda p: -fused[p])[:depth if among is None else len(fused)]
@@ -171,9 +171,9 @@ class Retriever:
                     absent_share=round(absent_share, 4),
                     concepts_matched=[c.text for c in concepts if c.text in mentioned],
                     evidence=texts[pid][best_part] if best_part else ""),
-                metadata={"authors": list(paper.authors), "author_count": paper.author_count, "date": paper.date,
-                          "url": paper.url, "upvotes": paper.upvotes, "categories": list(paper.categories),
-                          "sources": list(paper.sources)}))
+                metadata={"authors": list(paper.authors), "author_count": paper.author_count,
+                          "date": paper.date, "url": paper.url, "upvotes": paper.upvotes,
+                          "categories": list(paper.categories), "sources": list(paper.sources)}))
         timings["papers"] = time.perf_counter() - mark
         if self.reranker is not None and papers:
             mark = time.perf_counter()
@@ -188,7 +188,8 @@ class Retriever:
         for short in abbreviations_in(query):
             hits = dict.fromkeys(pid for _, pid, _ in self.index.lexical_search(short, papers))
             records = self.index.papers(list(hits)).values()
-            longs = find_abbreviations(sentence for paper in records for sentence in split_sentences(paper.abstract))
+            longs = find_abbreviations(sentence for paper in records
+                                       for sentence in split_sentences(paper.abstract))
             if short in longs:
                 found[short] = longs[short]
         return found
@@ -208,7 +209,8 @@ class Retriever:
                 out[pid] = (sim, chunk_id)
         return out
 
-    def _mentions(self, concepts: list[Concept], texts: dict[str, list[str]]) -> dict[str, dict[int, set[str]]]:
+    def _mentions(self, concepts: list[Concept],
+                  texts: dict[str, list[str]]) -> dict[str, dict[int, set[str]]]:
         """For each paper, which concepts each of its parts mentions (any spelling, stemmed).
 
         Part 0 is the title, parts 1.. the abstract's sentences: concepts named together in one
@@ -252,8 +254,13 @@ def _best_chunk(pid: str, dense: dict, lexical: dict) -> str:
     return lexical[pid][1]
 
 
-def fuse(dense: dict[str, float], lexical: dict[str, float], method: str = "zscore", dense_weight: float = 1.0,
-         lexical_weight: float = 1.0, rrf_k: int = 60) -> dict[str, float]:
+def _ranks(best: dict[str, tuple]) -> dict[str, int]:
+    """Each paper's rank, 1 first, by its best score (the first item of its value)."""
+    return {pid: r for r, pid in enumerate(sorted(best, key=lambda p: -best[p][0]), 1)}
+
+
+def fuse(dense: dict[str, float], lexical: dict[str, float], method: str = "zscore",
+         dense_weight: float = 1.0, lexical_weight: float = 1.0, rrf_k: int = 60) -> dict[str, float]:
     """One score per paper from its dense similarity and its BM25 score (either may be missing).
 
     `zscore` (default): each list's scores standardised over its own hits, a paper missing from a
@@ -298,7 +305,8 @@ class HybridRetriever(BaseRetriever):
     retriever: Retriever
     k: int = 10
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+    def _get_relevant_documents(self, query: str, *,
+                                run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         result = self.retriever.retrieve(query)
         return [Document(page_content=p.abstract or p.passage, id=p.id,
                          metadata={"paper_id": p.id, "title": p.title, "year": p.year, "score": p.score,

@@ -15,7 +15,7 @@ import re
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from rag.llm import LLMUnavailableError, translate_llm_error
+from paperchat.rag.llm import LLMUnavailableError, translate_llm_error
 
 log = logging.getLogger(__name__)
 

@@ -42,24 +42,30 @@ class Section(BaseModel):
 
 
 class EmbeddingSettings(Section):
-    model: str = Field(DEFAULT_EMBEDDING_MODEL, description="sentence-transformers model: the packaged "
-                       "all-MiniLM-L6-v2 by default, or a folder path, or a hub name where the network allows")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: GPU when present, else CPU")
+    model: str = Field(
+        DEFAULT_EMBEDDING_MODEL, description="sentence-transformers model: the packaged all-MiniLM-L6-v2 by "
+        "default, or a folder path, or a hub name where the network allows")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto: GPU when present, else CPU")
     batch_size: int = Field(32, ge=1, le=4096, description="texts embedded per forward pass")
-    backend: Literal["torch", "onnx", "openvino"] = Field("torch", description="sentence-transformers inference back-end")
+    backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch", description="sentence-transformers inference back-end")
 
 
 class ChunkSettings(Section):
     max_tokens: int = Field(230, ge=32, le=8192, description="chunk size in model tokens, title included; "
                             "must fit the embedding model's window (256 for the default)")
-    overlap_sentences: int = Field(1, ge=0, le=5, description="sentences repeated between neighbouring chunks")
+    overlap_sentences: int = Field(
+        1, ge=0, le=5, description="sentences repeated between neighbouring chunks")
 
 
 class IngestSettings(Section):
-    max_record_bytes: int = Field(200_000, ge=1_000, description="longest record read (a JSON line, a CSV row, a "
-                                  "listing line); a longer one is rejected without being parsed")
-    max_title_chars: int = Field(300, ge=20, description="longer titles are clipped (with a note), so that the "
-                                 "abstract stays inside the embedding window")
+    max_record_bytes: int = Field(
+        200_000, ge=1_000, description="longest record read (a JSON line, a CSV row, a listing line); a "
+        "longer one is rejected without being parsed")
+    max_title_chars: int = Field(
+        300, ge=20, description="longer titles are clipped (with a note), so that the abstract stays inside "
+        "the embedding window")
 
 
 class StoreSettings(Section):
@@ -68,16 +74,19 @@ class StoreSettings(Section):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
-    index_dir: Path = Field(default_factory=default_index_dir, description="folder holding the Chroma data and "
-                            "the lexical index (default: the user data directory)")
+    index_dir: Path = Field(
+        default_factory=default_index_dir, description="folder holding the Chroma data and the lexical index "
+        "(default: the user data directory)")
     collection: str = Field("paperchat", description="Chroma collection name")
-    chroma_host: str | None = Field(None, description="Chroma server host; unset = embedded Chroma in index_dir")
+    chroma_host: str | None = Field(
+        None, description="Chroma server host; unset = embedded Chroma in index_dir")
     chroma_port: int = Field(8000, ge=1, le=65535, description="Chroma server port")
     chroma_ssl: bool = Field(False, description="use https to reach the Chroma server")
 
 
 class RetrievalSettings(Section):
-    top_k: int = Field(10, ge=1, le=200, description="papers shown for a question (list questions may cite more)")
+    top_k: int = Field(
+        10, ge=1, le=200, description="papers shown for a question (list questions may cite more)")
     candidates: int = Field(150, ge=5, le=1000, description="chunks fetched from each index before fusion")
     dense_weight: float = Field(1.0, ge=0, description="weight of the dense (embedding) ranking in fusion")
     lexical_weight: float = Field(1.0, ge=0, description="weight of the lexical (BM25) ranking in fusion")
@@ -86,53 +95,71 @@ class RetrievalSettings(Section):
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant (fusion = rrf)")
     year_min: int | None = Field(None, description="only papers from this year on")
     year_max: int | None = Field(None, description="only papers up to this year")
-    include_undated: bool = Field(True, description="a year filter keeps papers without a year (most listing "
-                                  "pages carry no date); false drops them, and with no bounds keeps only dated papers")
-    reranker_path: Path | None = Field(None, description="local sentence-transformers CrossEncoder folder; unset = off")
-    key_terms: int = Field(3, ge=1, le=20, description="how many of the question's rarest slots (a term, or a group "
-                           "of alternatives like \"X or Y\") are its key terms")
-    match_threshold: float = Field(0.1, ge=0, le=1, description="the judge's probability from which a paper counts as "
-                                   "matching (fitted on eval/questions/tune.jsonl by eval/tune_judge.py)")
-    related_threshold: float = Field(0.05, ge=0, le=1, description="probability from which a paper that does not match "
-                                     "is shown as possibly related (beneath the matches, not counted, not cited)")
+    include_undated: bool = Field(
+        True, description="a year filter keeps papers without a year (most listing pages carry no date); "
+        "false drops them, and with no bounds keeps only dated papers")
+    reranker_path: Path | None = Field(
+        None, description="local sentence-transformers CrossEncoder folder; unset = off")
+    key_terms: int = Field(
+        3, ge=1, le=20, description="how many of the question's rarest slots (a term, or a group of "
+        "alternatives like \"X or Y\") are its key terms")
+    match_threshold: float = Field(
+        0.1, ge=0, le=1, description="the judge's probability from which a paper counts as matching (fitted "
+        "on eval/questions/tune.jsonl by eval/tune_judge.py)")
+    related_threshold: float = Field(
+        0.05, ge=0, le=1, description="probability from which a paper that does not match is shown as "
+        "possibly related (beneath the matches, not counted, not cited)")
     related_max: int = Field(5, ge=0, le=50, description="at most this many possibly related papers")
-    narrow_min_coverage: float = Field(0.2, ge=0, le=1, description="a follow-up that narrows the previous list "
-                                       "keeps papers naming at least this share of its key concepts...")
-    narrow_relative: float = Field(0.6, ge=0, le=1, description="...and at least this share of the best paper's")
-    abstain_threshold: float = Field(0.38, ge=0, le=1, description="best probability below which no paper answers "
-                                     "a list question (abstain), unless a top paper names all its key concepts together")
-    abstain_threshold_single: float = Field(0.6, ge=0, le=1, description="the same for a single-fact question: one "
-                                            "paper must state the fact, so the bar is higher")
-    depth: int = Field(60, ge=5, le=1000, description="papers judged per question (list answers may cite all that match)")
+    narrow_min_coverage: float = Field(
+        0.2, ge=0, le=1, description="a follow-up that narrows the previous list keeps papers naming at "
+        "least this share of its key concepts...")
+    narrow_relative: float = Field(
+        0.6, ge=0, le=1, description="...and at least this share of the best paper's")
+    abstain_threshold: float = Field(
+        0.38, ge=0, le=1, description="best probability below which no paper answers a list question "
+        "(abstain), unless a top paper names all its key concepts together")
+    abstain_threshold_single: float = Field(
+        0.6, ge=0, le=1, description="the same for a single-fact question: one paper must state the fact, "
+        "so the bar is higher")
+    depth: int = Field(
+        60, ge=5, le=1000, description="papers judged per question (list answers may cite all that match)")
 
 
 class LLMSettings(Section):
     backend: Answerer = Field("local", description="who writes the answer; extractive needs no LLM")
-    model_path: Path | None = Field(None, description="GGUF file for the local back-end; unset = the shipped Qwen2.5-Coder-1.5B")
+    model_path: Path | None = Field(
+        None, description="GGUF file for the local back-end; unset = the shipped Qwen2.5-Coder-1.5B")
     model: str | None = Field(None, description="model name for openai/ollama back-ends")
-    base_url: str | None = Field(None, description="endpoint for openai (e.g. http://127.0.0.1:8000/v1) or ollama")
-    api_key: SecretStr | None = Field(None, description="API key for openai; environment only (PAPERCHAT_LLM__API_KEY)")
+    base_url: str | None = Field(
+        None, description="endpoint for openai (e.g. http://127.0.0.1:8000/v1) or ollama")
+    api_key: SecretStr | None = Field(
+        None, description="API key for openai; environment only (PAPERCHAT_LLM__API_KEY)")
     temperature: float = Field(0.1, ge=0, le=2, description="sampling temperature")
     max_tokens: int = Field(512, ge=16, description="longest answer in tokens")
     context_tokens: int = Field(2048, ge=512, description="the model's context window used for the prompt")
-    max_papers: int = Field(3, ge=1, le=30, description="abstracts given to the LLM for a fact question "
-                            "(fewer = an earlier first token on a CPU; list questions get every match's key sentences)")
-    timeout_s: float = Field(120.0, gt=0, description="seconds the LLM server may stay silent (connecting, or "
-                             "between pieces of the answer) before the extractive answer is shown instead")
-    max_retries: int = Field(2, ge=0, le=10, description="retries of the openai back-end after HTTP 429/5xx or a "
-                             "dropped connection (local and ollama are not retried)")
-    threads: int | None = Field(None, ge=1, description="CPU threads for the local model; unset = all cores but one "
-                                "(llama.cpp's threads wait for each other, so on busy cores fewer answer sooner)")
+    max_papers: int = Field(
+        3, ge=1, le=30, description="abstracts given to the LLM for a fact question (fewer = an earlier "
+        "first token on a CPU; list questions get every match's key sentences)")
+    timeout_s: float = Field(
+        120.0, gt=0, description="seconds the LLM server may stay silent (connecting, or between pieces of "
+        "the answer) before the extractive answer is shown instead")
+    max_retries: int = Field(
+        2, ge=0, le=10, description="retries of the openai back-end after HTTP 429/5xx or a dropped "
+        "connection (local and ollama are not retried)")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the local model; unset = all cores but one (llama.cpp's "
+        "threads wait for each other, so on busy cores fewer answer sooner)")
 
 
 class UISettings(Section):
     host: str = Field("127.0.0.1", description="address to listen on; 0.0.0.0 only when you mean it")
     port: int = Field(7860, ge=1, le=65535, description="port of the chat page")
     username: str = Field("paperchat", description="user name when a password is set")
-    password: SecretStr | None = Field(None, description="protect the page with this password; environment only")
-    feedback_file: Path | None = Field(None, description="JSONL file where the chat saves thumbs-down and \"you "
-                                       "missed\" notes as unconfirmed eval questions; unset = feedback.jsonl in the "
-                                       "user data directory")
+    password: SecretStr | None = Field(
+        None, description="protect the page with this password; environment only")
+    feedback_file: Path | None = Field(
+        None, description="JSONL file where the chat saves thumbs-down and \"you missed\" notes as "
+        "unconfirmed eval questions; unset = feedback.jsonl in the user data directory")
 
 
 class Settings(BaseSettings):
@@ -239,7 +266,8 @@ def example_toml() -> str:
     Generated from the model, so it cannot drift from the code; a test checks the shipped file.
     """
     lines = ["# paperchat settings: copy to paperchat.toml and uncomment what you change.",
-             "# Environment variables override this file: PAPERCHAT_<SECTION>__<KEY>, e.g. PAPERCHAT_RETRIEVAL__TOP_K=20.",
+             ("# Environment variables override this file: PAPERCHAT_<SECTION>__<KEY>, "
+              "e.g. PAPERCHAT_RETRIEVAL__TOP_K=20."),
              "# Secrets (llm.api_key, ui.password) are read from the environment only.", ""]
     for section, field in Settings.model_fields.items():
         lines.append(f"[{section}]")
@@ -248,7 +276,8 @@ def example_toml() -> str:
             # Every `# name = value` line is valid TOML once uncommented; notes go on the line above.
             lines.append(f"# {sub.description}")
             if (section, name) in _TomlSource.SECRET_KEYS:
-                lines.append(f"#   (environment only: PAPERCHAT_{section.upper()}__{name.upper()}; not in this file)")
+                variable = f"PAPERCHAT_{section.upper()}__{name.upper()}"
+                lines.append(f"#   (environment only: {variable}; not in this file)")
             elif sub.default_factory is not None:  # only store.index_dir: machine-specific
                 lines.append("#   (default: e.g. ~/.local/share/paperchat/index on Linux)")
                 lines.append(f'# {name} = "~/paperchat-index"')

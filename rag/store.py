@@ -18,6 +18,7 @@ and opens a folder it may not write to read-only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,10 +34,10 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from rag.chunking import Chunk, chunk_paper
-from rag.lexical import LexicalIndex, LexicalIndexError
-from rag.papers import PAPER_ID, YEAR, Paper
-from rag.settings import Settings, StoreSettings
+from paperchat.rag.chunking import Chunk, chunk_paper
+from paperchat.rag.lexical import LexicalIndex, LexicalIndexError
+from paperchat.rag.papers import PAPER_ID, YEAR, Paper
+from paperchat.rag.settings import Settings, StoreSettings
 
 MARKER = "paperchat-index.json"
 INDEX_FORMAT = 2  # 2: lexical FTS rows share their rowid with `chunks` rows
@@ -100,9 +101,11 @@ def make_chroma_client(store: StoreSettings, chroma_dir: Path | None = None):
             return chromadb.HttpClient(host=store.chroma_host, port=store.chroma_port, ssl=store.chroma_ssl,
                                        settings=chroma_settings)
         except Exception as error:  # noqa: BLE001 - connection errors come in many types
-            raise ChromaUnavailableError(f"cannot reach the Chroma server at {store.chroma_host}:{store.chroma_port} "
-                                         f"({error}); start it (`chroma run`) or unset store.chroma_host") from None
-    return chromadb.PersistentClient(path=str(chroma_dir or store.index_dir / "chroma"), settings=chroma_settings)
+            raise ChromaUnavailableError(f"cannot reach the Chroma server at {store.chroma_host}:"
+                                         f"{store.chroma_port} ({error}); start it (`chroma run`) "
+                                         "or unset store.chroma_host") from None
+    return chromadb.PersistentClient(path=str(chroma_dir or store.index_dir / "chroma"),
+                                     settings=chroma_settings)
 
 
 class PaperIndex:
@@ -129,7 +132,8 @@ class PaperIndex:
                               embedding_function=embeddings, collection_metadata={"hnsw:space": "cosine"})
 
     @classmethod
-    def open(cls, settings: Settings, embeddings: Embeddings | None = None, create: bool = False) -> PaperIndex:
+    def open(cls, settings: Settings, embeddings: Embeddings | None = None,
+             create: bool = False) -> PaperIndex:
         """Open the index; `create=True` is a writer's open (ingest): it may create, recover and repair.
 
         A reader's open writes nothing: a folder it may not write to is opened read-only, and an
@@ -143,8 +147,8 @@ class PaperIndex:
                                     "(`paperchat ingest --index DIR` creates one)")
         read_only = marker.exists() and not _is_writable(folder)
         if read_only and create:
-            raise IndexReadOnlyError(f"{folder} is read-only for this user: `paperchat ingest` needs write access "
-                                     "to it (questions can still be asked of it as it is)")
+            raise IndexReadOnlyError(f"{folder} is read-only for this user: `paperchat ingest` needs write "
+                                     "access to it (questions can still be asked of it as it is)")
         if not marker.exists():
             if folder.exists() and any(folder.iterdir()):
                 raise ForeignIndexError(f"{folder} exists but is not a paperchat index (no {MARKER}); "
@@ -159,17 +163,20 @@ class PaperIndex:
                 marker_data = json.loads(marker.read_text())
                 built_with = marker_data["embedding_model"]
             except (ValueError, KeyError, OSError) as error:
-                raise ForeignIndexError(f"{marker} is unreadable ({error}); run `paperchat ingest --rebuild`") from None
+                raise ForeignIndexError(f"{marker} is unreadable ({error}); "
+                                        "run `paperchat ingest --rebuild`") from None
             if marker_data.get("format") != INDEX_FORMAT:
                 raise IndexMismatchError(f"{folder} was built by another paperchat version; "
                                          "run `paperchat ingest --rebuild`")
             if built_with != model:
-                raise IndexMismatchError(f"{folder} was built with embedding model {built_with!r}, not {model!r}: "
-                                         f"set embedding.model = {built_with!r} or run `paperchat ingest --rebuild`")
+                raise IndexMismatchError(f"{folder} was built with embedding model {built_with!r}, "
+                                         f"not {model!r}: set embedding.model = {built_with!r} "
+                                         "or run `paperchat ingest --rebuild`")
         lexical_path = folder / "lexical.sqlite"
         if marker.exists() and not create and not lexical_path.exists():
-            raise IndexDamagedError(f"the index at {folder} has lost its lexical index (lexical.sqlite, which also "
-                                    "holds the paper records): rebuild it with `paperchat ingest --rebuild [PATH ...]`")
+            raise IndexDamagedError(f"the index at {folder} has lost its lexical index (lexical.sqlite, "
+                                    "which also holds the paper records): rebuild it with "
+                                    "`paperchat ingest --rebuild [PATH ...]`")
         try:
             lexical = LexicalIndex(lexical_path, read_only=read_only)
         except LexicalIndexError as error:
@@ -193,7 +200,8 @@ class PaperIndex:
         except Exception as error:  # noqa: BLE001 - chroma raises many kinds on a damaged folder
             lexical.close()
             _remove(copy_dir)
-            raise ForeignIndexError(f"cannot open the Chroma data in {folder} ({type(error).__name__}: {error}); "
+            raise ForeignIndexError(f"cannot open the Chroma data in {folder} "
+                                    f"({type(error).__name__}: {error}); "
                                     "run `paperchat ingest --rebuild`") from None
         index.read_only = read_only
         if copy_dir is not None:
@@ -224,10 +232,8 @@ class PaperIndex:
             raise ForeignIndexError(f"{folder} is not a paperchat index; refusing to delete it")
         if settings.store.chroma_host:
             client = make_chroma_client(settings.store)
-            try:
+            with contextlib.suppress(Exception):  # an absent collection
                 client.delete_collection(settings.store.collection)
-            except Exception:  # noqa: BLE001 - absent collection
-                pass
         shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
@@ -246,7 +252,7 @@ class PaperIndex:
         """
         pending = self.lexical.journal()
         if pending:
-            self._delete_dense(pending)
+            self.delete_vectors(pending)
             self.lexical.delete_papers(pending)
             self.recovered += len(pending)
         if repair:
@@ -289,7 +295,7 @@ class PaperIndex:
         stored = self.lexical.papers(sorted(wrong))
         orphans = [pid for pid in wrong if pid not in stored]  # vectors of papers the index does not hold
         if orphans:
-            self._delete_dense(orphans)
+            self.delete_vectors(orphans)
         if stored:
             if self.embeddings is None:
                 raise IndexDamagedError(f"the index at {self.dir} needs {len(stored)} papers re-embedded: "
@@ -311,18 +317,24 @@ class PaperIndex:
     def write(self, papers: Sequence[Paper], chunks: Sequence[Chunk]) -> None:
         """Add or replace these papers (all their chunks) in both indexes."""
         self._fingerprint = None
-        ids = [p.id for p in papers]
-        self.lexical.journal_add(ids)
-        self._delete_dense(ids)
+        self.start_rewrite([p.id for p in papers])
         if chunks:
             self.vectors.add_texts(texts=[c.text for c in chunks], metadatas=[c.metadata for c in chunks],
                                    ids=[c.id for c in chunks])
         self.lexical.write_papers(papers, chunks)
 
     def delete(self, paper_ids: Sequence[str]) -> None:
-        self.lexical.journal_add(paper_ids)
-        self._delete_dense(paper_ids)
+        self.start_rewrite(paper_ids)
         self.lexical.delete_papers(paper_ids)
+
+    def start_rewrite(self, paper_ids: Sequence[str]) -> None:
+        """The first half of `write` and `delete`: journal the papers, then drop their vectors.
+
+        Until the lexical commit that ends the write they are pending: a crash in between is
+        rolled back by the next `recover`.
+        """
+        self.lexical.journal_add(paper_ids)
+        self.delete_vectors(paper_ids)
 
     def update_records(self, papers: Sequence[Paper]) -> None:
         """Refresh the stored records of papers whose indexed text is unchanged (a new source file)."""
@@ -345,7 +357,9 @@ class PaperIndex:
                            metadatas=[c.metadata for c in part], documents=[c.text for c in part])
         self.lexical.write_papers(papers, chunks, replace=False)
 
-    def _delete_dense(self, paper_ids: Sequence[str]) -> None:
+    def delete_vectors(self, paper_ids: Sequence[str]) -> None:
+        """Drop these papers' chunk vectors only; alone, it leaves the two indexes disagreeing,
+        which `disagreements` reports and `recover` repairs."""
         for start in range(0, len(paper_ids), 500):
             self.vectors.delete(where={PAPER_ID: {"$in": list(paper_ids[start:start + 500])}})
 
@@ -397,8 +411,8 @@ class PaperIndex:
         """Papers an interrupted write left in the journal (empty after `recover()`)."""
         return self.lexical.journal()
 
-    def lexical_search(self, text: str, limit: int, year_min: int | None = None,
-                       year_max: int | None = None, include_undated: bool = True) -> list[tuple[str, str, float]]:
+    def lexical_search(self, text: str, limit: int, year_min: int | None = None, year_max: int | None = None,
+                       include_undated: bool = True) -> list[tuple[str, str, float]]:
         """BM25 hits for free text: (chunk id, paper id, score; higher is better), best first."""
         return self.lexical.search(text, limit, year_min, year_max, include_undated=include_undated)
 
@@ -410,7 +424,8 @@ class PaperIndex:
         """The stored vectors of every chunk of these papers (the dense similarity of lexical-only hits)."""
         if not paper_ids:
             return ChunkVectors([], [], np.zeros((0, 0), dtype=np.float32))
-        found = self.vectors.get(where={PAPER_ID: {"$in": list(paper_ids)}}, include=["embeddings", "metadatas"])
+        found = self.vectors.get(where={PAPER_ID: {"$in": list(paper_ids)}},
+                                 include=["embeddings", "metadatas"])
         embeddings = found["embeddings"]
         if embeddings is None or len(embeddings) == 0:
             return ChunkVectors([], [], np.zeros((0, 0), dtype=np.float32))
@@ -425,7 +440,8 @@ class PaperIndex:
         bounded = year_min is not None or year_max is not None
         where = _year_filter(year_min, year_max, include_undated,
                              set(self.years()) if include_undated and bounded else ())
-        hits = self.vectors.similarity_search_by_vector_with_relevance_scores(query_vector, k=limit, filter=where)
+        hits = self.vectors.similarity_search_by_vector_with_relevance_scores(query_vector, k=limit,
+                                                                              filter=where)
         return [DenseHit(doc.id, doc.metadata[PAPER_ID], 1.0 - distance) for doc, distance in hits]
 
 

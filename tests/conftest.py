@@ -8,12 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from rag.settings import Settings
+from paperchat.rag.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 # 40 papers of the bundled corpus (the ResNet-50 pruning, FP8 and distillation papers, the rest picked at
 # random): small enough to ingest in seconds, so `make test-fast` needs no bundled ingest.
 SMALL_CORPUS = REPO / "tests" / "fixtures" / "papers-40.jsonl"
+# Papers that several tests index beside their own cases, defined once.
+DISTILL = {"id": "distill", "title": "Knowledge distillation for compact students",
+           "abstract": "A large teacher network trains a small student. Students match the teacher closely."}
+FP8 = {"id": "fp8", "title": "FP8 formats for deep learning",
+       "abstract": "We propose two FP8 encodings, E4M3 and E5M2, for training and inference."}
+ASR = {"id": "asr", "title": "Streaming speech recognition with transducers",
+       "abstract": "A transducer model recognises speech as it streams, with 300 ms latency."}
 
 
 def pytest_collection_modifyitems(items):
@@ -50,7 +57,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def bundled_index(tmp_path_factory) -> Settings:
     """The bundled corpus (573 papers) ingested once, with the real packaged model. Read-only."""
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     index_dir = tmp_path_factory.mktemp("bundled") / "index"
     settings = make_settings(index_dir)
@@ -62,7 +69,7 @@ def bundled_index(tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def small_index(tmp_path_factory) -> Settings:
     """The 40-paper fixture corpus ingested once, with the real packaged model. Read-only."""
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     settings = make_settings(tmp_path_factory.mktemp("small") / "index")
     assert ingest([SMALL_CORPUS], settings).papers_total == 40

@@ -90,7 +90,8 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
-            server.requests.append({"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            server.requests.append({"path": self.path, "body": body, "headers": headers})
             if not self.path.endswith("/chat/completions"):
                 return self._send_json(404, {"error": {"message": f"no route {self.path}"}})
             fault = server.next_fault()
@@ -117,7 +118,8 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def _send_json(self, status: int, payload: dict, extra_headers: dict | None = None) -> None:
             self._send_raw(status, json.dumps(payload).encode(), "application/json", extra_headers)
 
-        def _send_raw(self, status: int, data: bytes, content_type: str, extra_headers: dict | None = None) -> None:
+        def _send_raw(self, status: int, data: bytes, content_type: str,
+                      extra_headers: dict | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
@@ -152,7 +154,8 @@ def _completion(text: str, model: str) -> dict:
     return {
         "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10 + len(text.split())},
+        "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
+                  "total_tokens": 10 + len(text.split())},
     }
 
 

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from eval import bench
-from eval.bench.report import targets
-from eval.bench.retrieval import extrapolate
-from eval.synthetic import synthetic_batches
-from rag.papers import Paper
-from rag.store import PaperIndex
+from paperchat.eval import bench
+from paperchat.eval.bench.report import targets
+from paperchat.eval.bench.retrieval import extrapolate
+from paperchat.eval.synthetic import synthetic_batches
+from paperchat.rag.papers import Paper
+from paperchat.rag.store import PaperIndex
 from tests.conftest import make_settings
 
 
@@ -165,8 +165,8 @@ def test_unknown_section_is_a_usage_error(tmp_path):
 def test_a_faster_backend_without_its_packages_names_what_to_install():
     import importlib.util
 
-    from rag.embeddings import EmbeddingModelError, make_embeddings
-    from rag.settings import EmbeddingSettings
+    from paperchat.rag.embeddings import EmbeddingModelError, make_embeddings
+    from paperchat.rag.settings import EmbeddingSettings
 
     if importlib.util.find_spec("optimum") is not None:
         pytest.skip("optimum is installed here: the ONNX back-end loads")

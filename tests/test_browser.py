@@ -67,7 +67,7 @@ def paperchat_serve(index_dir: Path, log_path: Path, llm: str = "extractive", en
             [
                 sys.executable,
                 "-m",
-                "ui.cli",
+                "paperchat.ui.cli",
                 "serve",
                 "--index",
                 str(index_dir),
@@ -138,7 +138,7 @@ def browser_page(browser):
 @pytest.fixture(scope="module")
 def display_index(tmp_path_factory):
     """Eight papers: pruning papers dated 2019, 2021, 2022 and two undated; an apostrophe, TeX and URLs."""
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     settings = make_settings(tmp_path_factory.mktemp("display") / "index")
     ingest([DISPLAY_PAPERS], settings)
@@ -378,7 +378,7 @@ def test_chat_in_chromium_answers_with_citations_and_sources(bundled_index, brow
 
 
 def test_markup_in_titles_and_abstracts_shows_as_text_in_chromium(browser_page, tmp_path):
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     settings = make_settings(tmp_path / "xss-index")
     ingest([XSS_PAPERS], settings)

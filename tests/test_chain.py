@@ -9,9 +9,9 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from pydantic import SecretStr
 
-from rag.chain import Done, Notice, PaperChat, Sources, Token
-from rag.llm import make_chat_model
-from rag.settings import LLMSettings
+from paperchat.rag.chain import Done, Notice, PaperChat, Sources, Token
+from paperchat.rag.llm import make_chat_model
+from paperchat.rag.settings import LLMSettings
 
 
 def fake(text: str) -> GenericFakeChatModel:
@@ -45,7 +45,8 @@ def test_unreachable_llm_falls_back_to_extractive_with_a_notice(settings):
 
 
 def test_llm_citations_to_unretrieved_papers_are_removed(settings):
-    chat = PaperChat.open(settings, chat_models={"openai": fake("MEAL V2 reaches 80.67% top-1 [1]. Also see [42].")})
+    model = fake("MEAL V2 reaches 80.67% top-1 [1]. Also see [42].")
+    chat = PaperChat.open(settings, chat_models={"openai": model})
     try:
         events = list(chat.stream("What top-1 accuracy does MEAL V2 reach on ImageNet?", answerer="openai"))
     finally:
@@ -78,8 +79,9 @@ def test_follow_up_is_rewritten_and_small_talk_searches_nothing(settings):
         assert sources.kind == "list"
         events = list(chat.stream("thanks!", history=history, answerer="extractive"))
         assert isinstance(events[-1], Done) and events[-1].answer.retrieved == []
-        standalone = next(e for e in chat.stream("What top-1 accuracy does MEAL V2 reach on ImageNet?",
-                                                 history=history, answerer="extractive") if isinstance(e, Sources))
+        events = chat.stream("What top-1 accuracy does MEAL V2 reach on ImageNet?", history=history,
+                             answerer="extractive")
+        standalone = next(e for e in events if isinstance(e, Sources))
         assert standalone.search_query == "What top-1 accuracy does MEAL V2 reach on ImageNet?"
     finally:
         chat.close()

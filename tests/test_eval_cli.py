@@ -7,7 +7,7 @@ import re
 
 from conftest import REPO, write_jsonl
 
-from ui.cli import main as cli
+from paperchat.ui.cli import main as cli
 
 
 def test_eval_dev_set_writes_results_report_and_plots(bundled_index, tmp_path, capsys):

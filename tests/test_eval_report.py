@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from eval.metrics import METRIC_KEYS
-from eval.questions import QuestionSetError, load_questions
-from eval.report import compare_reports, write_beir_markdown
-from eval.runner import load_run, run_questions
-from rag.answer import Answer, RetrievedPaper, enforce_citations
-from rag.papers import normalize_title
+from paperchat.eval.metrics import METRIC_KEYS
+from paperchat.eval.questions import QuestionSetError, load_questions
+from paperchat.eval.report import compare_reports, write_beir_markdown
+from paperchat.eval.runner import load_run, run_questions
+from paperchat.rag.answer import Answer, RetrievedPaper, enforce_citations
+from paperchat.rag.papers import normalize_title
 
 PAPERS = {
     "p-lora": "LoRA: Low-Rank Adaptation of Large Language Models",

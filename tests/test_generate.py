@@ -8,10 +8,10 @@ from langchain_core.messages import AIMessage
 from llm_server import FakeOpenAIServer, Fault
 from pydantic import SecretStr
 
-from rag.answer import CITATION_MARK, Answer, RetrievedPaper
-from rag.generate import estimate_tokens, stream_llm_answer
-from rag.llm import LLMUnavailableError, make_chat_model
-from rag.settings import LLMSettings
+from paperchat.rag.answer import CITATION_MARK, Answer, RetrievedPaper
+from paperchat.rag.generate import estimate_tokens, stream_llm_answer
+from paperchat.rag.llm import LLMUnavailableError, make_chat_model
+from paperchat.rag.settings import LLMSettings
 
 TOPICS = [
     ("Channel Pruning for Accelerating ResNet-50", (

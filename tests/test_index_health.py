@@ -16,23 +16,21 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, make_settings, write_jsonl
+from conftest import ASR, DISTILL, FP8, REPO, make_settings, write_jsonl
 
-from rag.embeddings import make_embeddings
-from rag.store import PaperIndex
-from ui.cli import main
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.store import PaperIndex
+from paperchat.ui.cli import main
 
 PAPERS = [
     {"id": "prune", "title": "Channel pruning for ResNet-50",
-     "abstract": "We prune ResNet-50 channels by their importance. The pruned network keeps 75.1% top-1 accuracy."},
-    {"id": "distill", "title": "Knowledge distillation for compact students",
-     "abstract": "A large teacher network trains a small student. Students match the teacher closely."},
-    {"id": "fp8", "title": "FP8 formats for deep learning",
-     "abstract": "We propose two FP8 encodings, E4M3 and E5M2, for training and inference."},
+     "abstract": "We prune ResNet-50 channels by their importance. "
+                 "The pruned network keeps 75.1% top-1 accuracy."},
+    DISTILL,
+    FP8,
     {"id": "nas", "title": "Searching architectures on NAS-Bench-201",
      "abstract": "A differentiable search finds cells on NAS-Bench-201 in four GPU hours."},
-    {"id": "asr", "title": "Streaming speech recognition with transducers",
-     "abstract": "A transducer model recognises speech as it streams, with 300 ms latency."},
+    ASR,
     {"id": "graph", "title": "Message passing on molecular graphs",
      "abstract": "Graph neural networks predict molecular properties from atoms and bonds."},
 ]
@@ -147,7 +145,7 @@ def test_missing_vectors_of_one_paper_are_detected_per_paper_and_repaired(capsys
     settings = make_settings(index_dir)
     index = PaperIndex.open(settings)
     try:
-        index.vectors.delete(ids=[i for i in index.dense_chunk_ids() if i.startswith("fp8")])
+        index.delete_vectors(["fp8"])
     finally:
         index.close()
 
@@ -165,8 +163,7 @@ def test_an_interrupted_ingest_is_reported_with_the_real_count(capsys, index_dir
     settings = make_settings(index_dir)
     index = PaperIndex.open(settings, make_embeddings(settings.embedding), create=True)
     try:
-        index.lexical.journal_add(["nas"])
-        index._delete_dense(["nas"])  # the state a kill -9 inside `write` leaves behind
+        index.start_rewrite(["nas"])  # the state a kill -9 inside `write` leaves behind
     finally:
         index.close()
 
@@ -177,7 +174,8 @@ def test_an_interrupted_ingest_is_reported_with_the_real_count(capsys, index_dir
     assert len(after["hashes"]) == 6 and after["disagreements"] == {}
 
 
-def test_deleted_lexical_index_is_refused_then_rebuilt_from_the_input_by_the_next_ingest(capsys, index_dir, source):
+def test_deleted_lexical_index_is_refused_then_rebuilt_from_the_input_by_the_next_ingest(capsys, index_dir,
+                                                                                         source):
     before = stored(index_dir)
     for path in index_dir.glob("lexical.sqlite*"):
         path.unlink()
@@ -200,7 +198,9 @@ def _as_unprivileged() -> list[str] | None:
     """A command prefix under which file permissions apply (root ignores them), or None."""
     if os.geteuid() != 0:
         return []
-    if shutil.which("unshare") and subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode == 0:
+    if not shutil.which("unshare"):
+        return None
+    if subprocess.run(["unshare", "-U", "true"], capture_output=True, check=False).returncode == 0:
         return ["unshare", "-U"]  # a user namespace with no mapping: the owner's bits apply, not root's
     return None
 
@@ -214,12 +214,11 @@ def test_read_only_index_answers_questions_and_is_never_told_to_rebuild(index_di
     before = snapshot(index_dir)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     try:
-        asked = subprocess.run([*prefix, sys.executable, "-m", "ui.cli", "ask", "--llm", "extractive",
-                                "--index", str(index_dir), QUESTION], cwd=REPO, env=env,
-                               capture_output=True, text=True, timeout=600)
-        ingested = subprocess.run([*prefix, sys.executable, "-m", "ui.cli", "ingest", str(source),
-                                   "--index", str(index_dir), "--quiet"], cwd=REPO, env=env,
-                                  capture_output=True, text=True, timeout=600)
+        cli = [*prefix, sys.executable, "-m", "paperchat.ui.cli"]
+        asked = subprocess.run([*cli, "ask", "--llm", "extractive", "--index", str(index_dir), QUESTION],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+        ingested = subprocess.run([*cli, "ingest", str(source), "--index", str(index_dir), "--quiet"],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(index_dir)], check=True)
     assert asked.returncode == 0, asked.stderr
@@ -237,7 +236,8 @@ def test_read_only_index_answers_questions_and_is_never_told_to_rebuild(index_di
 def test_index_pointing_at_a_regular_file(capsys, tmp_path, source):
     not_a_folder = tmp_path / "notes.txt"
     not_a_folder.write_text("my notes\n")
-    for command in all_commands(not_a_folder, source) + [("ingest", source, "--index", not_a_folder, "--rebuild", "--quiet")]:
+    rebuild = ("ingest", source, "--index", not_a_folder, "--rebuild", "--quiet")
+    for command in [*all_commands(not_a_folder, source), rebuild]:
         code, _, err = run(capsys, *command)
         assert code == 1, command
         assert "is a file, not an index folder" in one_line(err), command

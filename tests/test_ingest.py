@@ -13,19 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DISTILL, FP8, REPO, make_settings, write_jsonl
 
-from conftest import REPO, make_settings, write_jsonl
-from ingest.pipeline import ingest
-from rag.embeddings import make_embeddings
-from rag.store import ForeignIndexError, IndexNotFoundError, PaperIndex
+from paperchat.ingest.pipeline import ingest
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.store import ForeignIndexError, IndexNotFoundError, PaperIndex
 
 PAPERS = [
     {"id": "p1", "title": "Pruning ResNet-50 with magnitude criteria",
-     "abstract": "We prune ResNet-50 on ImageNet. The pruned network keeps 75.9% top-1 accuracy.", "year": 2021},
-    {"id": "p2", "title": "Knowledge distillation for compact students",
-     "abstract": "A large teacher network trains a small student. Students match the teacher closely.", "year": 2019},
-    {"id": "p3", "title": "FP8 formats for deep learning",
-     "abstract": "We propose two FP8 encodings, E4M3 and E5M2, for training and inference.", "year": 2022},
+     "abstract": "We prune ResNet-50 on ImageNet. The pruned network keeps 75.9% top-1 accuracy.",
+     "year": 2021},
+    {**DISTILL, "id": "p2", "year": 2019},
+    {**FP8, "id": "p3", "year": 2022},
 ]
 
 
@@ -40,8 +39,8 @@ def state(settings) -> dict:
 
 
 def run_cli(*args, env=None, check_rc=None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True,
-                            env={**os.environ, **(env or {})}, cwd=REPO, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "paperchat.ui.cli", *args], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, cwd=REPO, timeout=600, check=False)
     if check_rc is not None:
         assert result.returncode == check_rc, result.stderr
     return result
@@ -53,14 +52,16 @@ def test_ingest_is_idempotent_and_indexes_agree(tmp_path):
     first = ingest([source], settings)
     assert (first.papers_added, first.papers_total) == (3, 3)
     second = ingest([source], settings)
-    assert (second.papers_added, second.papers_updated, second.papers_unchanged, second.chunks) == (0, 0, 3, 0)
+    assert (second.papers_added, second.papers_updated, second.papers_unchanged) == (0, 0, 3)
+    assert second.chunks == 0
     observed = state(settings)
     assert observed["lexical"] == observed["dense"] == {"p1#0", "p2#0", "p3#0"}
 
 
 def test_changed_abstract_replaces_its_chunks_in_both_indexes(tmp_path):
     settings = make_settings(tmp_path / "index", chunking={"max_tokens": 40, "overlap_sentences": 0})
-    long_abstract = " ".join(f"Sentence number {i} talks about pruning convolutional filters." for i in range(12))
+    long_abstract = " ".join(f"Sentence number {i} talks about pruning convolutional filters."
+                             for i in range(12))
     source = write_jsonl(tmp_path / "papers.jsonl", [{**PAPERS[0], "abstract": long_abstract}, PAPERS[1]])
     ingest([source], settings)
     before = state(settings)
@@ -81,8 +82,8 @@ def test_bad_records_are_rejected_by_line_and_the_rest_ingested(tmp_path):
     settings = make_settings(tmp_path / "index")
     ingest([write_jsonl(tmp_path / "good.jsonl", PAPERS[:1])], settings)
     bad = tmp_path / "mixed.jsonl"
-    bad.write_text(json.dumps(PAPERS[1]) + "\n{not json\n" + json.dumps({"title": "No abstract", "abstract": ""})
-                   + "\n" + json.dumps(PAPERS[2]) + "\n")
+    no_abstract = json.dumps({"title": "No abstract", "abstract": ""})
+    bad.write_text("\n".join([json.dumps(PAPERS[1]), "{not json", no_abstract, json.dumps(PAPERS[2])]) + "\n")
     result = run_cli("ingest", str(bad), "--index", str(tmp_path / "index"), "--json", "--quiet", check_rc=3)
     summary = json.loads(result.stdout)
     assert summary["papers_added"] == 2 and summary["records_rejected"] == 2
@@ -123,12 +124,13 @@ def test_corrupt_or_foreign_index_gives_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_ingest(tmp_path):
     """A kill -9 after some batches were written; the next run must reach the clean state."""
-    from ingest.sources import bundled_corpus_dir
+    from paperchat.ingest.sources import bundled_corpus_dir
 
     source = sorted(bundled_corpus_dir().glob("*.txt"))[1]  # ~235 papers: several write batches
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
-    process = subprocess.Popen([sys.executable, "-m", "ui.cli", "ingest", str(source), "--index", str(killed_dir),
-                                "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "paperchat.ui.cli", "ingest", str(source),
+                                "--index", str(killed_dir), "--quiet"],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
         while time.time() < deadline:  # wait until the first batch is committed, then kill mid-way
@@ -169,8 +171,9 @@ def free_port() -> int:
 def chroma_server(tmp_path):
     port = free_port()
     chroma = Path(sys.executable).parent / "chroma"
-    process = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path / "server-data"), "--host", "127.0.0.1",
-                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path / "server-data"),
+                                "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -188,8 +191,8 @@ def chroma_server(tmp_path):
 
 @pytest.mark.slow
 def test_ingest_into_a_chroma_server(tmp_path, chroma_server):
-    settings = make_settings(tmp_path / "index", store={"chroma_host": "127.0.0.1", "chroma_port": chroma_server,
-                                                        "collection": "server-test"})
+    server = {"chroma_host": "127.0.0.1", "chroma_port": chroma_server, "collection": "server-test"}
+    settings = make_settings(tmp_path / "index", store=server)
     source = write_jsonl(tmp_path / "papers.jsonl", PAPERS)
     assert ingest([source], settings).papers_added == 3
     assert ingest([source], settings).papers_added == 0

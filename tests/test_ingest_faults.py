@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, make_settings, write_jsonl
 
-from ingest.sources import Limits, Notice, Rejection, iter_records, read_papers
-from rag.chunking import chunk_paper
-from rag.papers import Paper
+from paperchat.ingest.sources import Limits, Notice, Rejection, iter_records, read_papers
+from paperchat.rag.chunking import chunk_paper
+from paperchat.rag.papers import Paper
 
 
 def good(i: int, **extra) -> dict:
@@ -308,7 +308,7 @@ def test_a_20k_word_title_is_clipped_with_a_note_and_leaves_the_abstract_in_the_
 
 def index_consistency(index_dir: Path) -> Counter:
     """Chunks per paper, checked to agree between the lexical and the vector index."""
-    from rag.store import PaperIndex
+    from paperchat.rag.store import PaperIndex
 
     index = PaperIndex.open(make_settings(index_dir))
     try:
@@ -323,7 +323,7 @@ def index_consistency(index_dir: Path) -> Counter:
 
 
 def run_ingest(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "ui.cli", "ingest", *args]
+    command = [sys.executable, "-m", "paperchat.ui.cli", "ingest", *args]
     if os.geteuid() == 0 and shutil.which("setpriv"):
         # As root every file is readable: drop the capability that overrides permissions.
         drop = "-dac_override,-dac_read_search"
@@ -393,7 +393,7 @@ def test_an_empty_folder_warns_and_fails(tmp_path):
 
 
 def test_a_streamed_ingest_merges_and_refuses_across_batches_as_if_read_whole(tmp_path, monkeypatch):
-    from ingest import pipeline
+    from paperchat.ingest import pipeline
 
     # Batches of 4: records 1 and 11, and 2 and 12, would meet in different batches.
     monkeypatch.setattr(pipeline, "WRITE_BATCH_PAPERS", 4)
@@ -407,7 +407,7 @@ def test_a_streamed_ingest_merges_and_refuses_across_batches_as_if_read_whole(tm
     expected = (f"{path}:12: id 'g1' is already used by stream.jsonl:2 for a paper with a different "
                 "abstract; this record is not indexed (give it its own id)")
     assert summary.rejections == [expected]
-    from rag.store import PaperIndex
+    from paperchat.rag.store import PaperIndex
 
     index = PaperIndex.open(settings)
     try:
@@ -428,7 +428,7 @@ def arxiv_record(i: int, categories: str, date: str) -> dict:
 
 
 def test_categories_and_since_keep_only_the_papers_asked_for(tmp_path):
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     records = [arxiv_record(0, "cs.LG stat.ML", "2021-03-01"), arxiv_record(1, "cs.CV", "2020-01-01"),
                arxiv_record(2, "cs.CL", "2022-01-01"), arxiv_record(3, "cs.LG", "2019-12-31"),
@@ -441,7 +441,7 @@ def test_categories_and_since_keep_only_the_papers_asked_for(tmp_path):
 
 @pytest.mark.slow
 def test_the_stream_holds_no_records_in_memory(tmp_path):
-    from ingest.sources import PaperStream, paper_filter
+    from paperchat.ingest.sources import PaperStream, paper_filter
 
     path = write_jsonl(tmp_path / "arxiv.jsonl",
                        [arxiv_record(i, "cs.LG", "2021-01-01") for i in range(10_000)])

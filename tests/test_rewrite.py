@@ -8,9 +8,9 @@ from langchain_core.messages import AIMessage
 from llm_server import FakeOpenAIServer, Fault
 from pydantic import Field, SecretStr
 
-from rag.llm import make_chat_model
-from rag.rewrite import is_small_talk, make_standalone_query
-from rag.settings import LLMSettings
+from paperchat.rag.llm import make_chat_model
+from paperchat.rag.rewrite import is_small_talk, make_standalone_query
+from paperchat.rag.settings import LLMSettings
 
 HISTORY = [("Which papers prune ResNet-50?", "Two papers do [1], [2].")]
 
@@ -40,7 +40,8 @@ def test_self_contained_question_is_unchanged_and_no_model_is_called(question):
     assert model.prompts == []
 
 
-@pytest.mark.parametrize("text", ["hi", "Hello!", "thanks!", "ok great", "thank you so much", "Got it, cheers"])
+@pytest.mark.parametrize("text", ["hi", "Hello!", "thanks!", "ok great", "thank you so much",
+                                  "Got it, cheers"])
 def test_small_talk_needs_no_search(text):
     model = model_replying("should not be used")
     assert is_small_talk(text)
@@ -63,7 +64,8 @@ def test_follow_up_is_rewritten_without_a_model(question, expected):
 
 def test_follow_up_after_small_talk_uses_the_last_real_question():
     history = HISTORY + [("thanks!", "You're welcome.")]
-    assert make_standalone_query("and which of those use ImageNet?", history) == "prune ResNet-50 use ImageNet"
+    query = make_standalone_query("and which of those use ImageNet?", history)
+    assert query == "prune ResNet-50 use ImageNet"
 
 
 def test_chained_follow_ups_keep_the_original_topic():
@@ -88,7 +90,8 @@ def test_follow_up_is_rewritten_by_the_model():
 ])
 def test_bad_model_reply_falls_back_to_the_heuristic(bad_reply):
     model = model_replying(bad_reply)
-    assert make_standalone_query("and which of those use ImageNet?", HISTORY, model) == "prune ResNet-50 use ImageNet"
+    query = make_standalone_query("and which of those use ImageNet?", HISTORY, model)
+    assert query == "prune ResNet-50 use ImageNet"
 
 
 def test_unavailable_model_falls_back_to_the_heuristic():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import REPO
 
-from rag.settings import Settings, SettingsError, example_toml
+from paperchat.rag.settings import Settings, SettingsError, example_toml
 
 
 def test_precedence_is_arguments_then_env_then_file(tmp_path, monkeypatch):
@@ -54,7 +54,8 @@ def test_explicit_config_file_must_exist(tmp_path):
 
 def test_shipped_example_config_lists_every_setting_and_loads():
     shipped = (REPO / "paperchat.example.toml").read_text()
-    assert shipped == example_toml(), "regenerate paperchat.example.toml from rag.settings.example_toml()"
+    assert shipped == example_toml(), \
+        "regenerate paperchat.example.toml from paperchat.rag.settings.example_toml()"
     for section, field in Settings.model_fields.items():
         for name in field.annotation.model_fields:
             assert f"# {name} =" in shipped or f"PAPERCHAT_{section.upper()}__{name.upper()}" in shipped, \

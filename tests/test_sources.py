@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.sources import (
+from paperchat.ingest.sources import (
     FORMATS,
     ReadResult,
     Rejection,
@@ -18,7 +18,7 @@ from ingest.sources import (
     iter_records,
     read_papers,
 )
-from rag.papers import Paper, paper_id_from_title
+from paperchat.rag.papers import Paper, paper_id_from_title
 
 INPUTS = Path(__file__).parent / "fixtures" / "inputs"
 BLOCKS = "000_e86641094bd8f472.txt"  # blank-line separated blocks with authors and dates

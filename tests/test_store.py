@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from rag.chunking import chunk_paper
-from rag.embeddings import make_embeddings
-from rag.papers import Paper
-from rag.store import PaperIndex
+from paperchat.rag.chunking import chunk_paper
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.papers import Paper
+from paperchat.rag.store import PaperIndex
 from tests.conftest import SMALL_CORPUS, make_settings
 
 

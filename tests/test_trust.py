@@ -11,26 +11,25 @@ import json
 import re
 
 import pytest
-from conftest import make_settings, write_jsonl
+from conftest import ASR, DISTILL, make_settings, write_jsonl
 from llm_server import FakeOpenAIServer, Fault
 
-from eval.questions import Question
-from eval.runner import RESULTS_FILE, run_questions
-from ingest.pipeline import ingest
-from rag.answer import CITATION_MARK, neutralise_markers
-from rag.chain import PaperChat
-from ui.cli import main
+from paperchat.eval.questions import Question
+from paperchat.eval.runner import RESULTS_FILE, run_questions
+from paperchat.ingest.pipeline import ingest
+from paperchat.rag.answer import CITATION_MARK, neutralise_markers
+from paperchat.rag.chain import PaperChat
+from paperchat.ui.cli import main
 
 PAPERS = [
     {"id": "prune-a", "title": "Channel pruning [2] for ResNet-50",
-     "abstract": "We prune ResNet-50 channels by their importance. Channel pruning keeps 76.1% top-1 accuracy "
-                 "on ResNet-50, as shown by [2] and [3]. Our method needs no retraining [4, 5]."},
+     "abstract": "We prune ResNet-50 channels by their importance. Channel pruning keeps 76.1% top-1 "
+                 "accuracy on ResNet-50, as shown by [2] and [3]. Our method needs no retraining [4, 5]."},
     {"id": "prune-b", "title": "Structured pruning of ResNet-50 with lottery tickets",
-     "abstract": "Lottery tickets [3] prune ResNet-50 to half its size [7]. The sparse ResNet-50 trains from scratch."},
-    {"id": "distill", "title": "Knowledge distillation for compact students",
-     "abstract": "A large teacher network trains a small student. Students match the teacher closely."},
-    {"id": "speech", "title": "Streaming speech recognition with transducers",
-     "abstract": "A transducer model recognises speech as it streams, with 300 ms latency."},
+     "abstract": "Lottery tickets [3] prune ResNet-50 to half its size [7]. "
+                 "The sparse ResNet-50 trains from scratch."},
+    DISTILL,
+    ASR,
 ]
 FACT_QUESTION = "What top-1 accuracy does channel pruning keep on ResNet-50?"
 LIST_QUESTION = "Which papers prune ResNet-50?"
@@ -93,8 +92,8 @@ def test_echoed_api_key_never_reaches_the_notice_whole_or_cut(settings, monkeypa
     # The body quotes the header after the message: these lengths move the cut across the key.
     for length in range(110, 160, 4):
         with FakeOpenAIServer(faults=[Fault("status", status=500, message="e" * length)]) as server:
-            llm = make_settings(settings.store.index_dir, llm={"backend": "openai", "base_url": server.base_url,
-                                                                "model": "m", "max_retries": 0}).llm
+            openai = {"backend": "openai", "base_url": server.base_url, "model": "m", "max_retries": 0}
+            llm = make_settings(settings.store.index_dir, llm=openai).llm
             chat = PaperChat.open(settings.model_copy(update={"llm": llm}))
             try:
                 answer = chat.ask(FACT_QUESTION, answerer="openai")
@@ -119,15 +118,17 @@ def test_every_answer_says_what_it_was_computed_from(capsys, settings, tmp_path)
     assert main([*args, "-k", "3", "--year-min", "2000", LIST_QUESTION]) == 0
     second = json.loads(capsys.readouterr().out)["provenance"]
     assert second["index_fingerprint"] == first["index_fingerprint"]  # same collection, same name
-    assert second["settings_changed"]["retrieval.top_k"] == 3 and second["settings_changed"]["question.year_min"] == 2000
+    assert second["settings_changed"]["retrieval.top_k"] == 3
+    assert second["settings_changed"]["question.year_min"] == 2000
 
     # A changed collection gets another fingerprint.
     copy = tmp_path / "index"
     import shutil
 
     shutil.copytree(settings.store.index_dir, copy)
-    more = write_jsonl(tmp_path / "more.jsonl", [{"id": "fp8", "title": "FP8 formats for deep learning",
-                                                   "abstract": "Two FP8 encodings, E4M3 and E5M2, for training."}])
+    fp8 = {"id": "fp8", "title": "FP8 formats for deep learning",
+           "abstract": "Two FP8 encodings, E4M3 and E5M2, for training."}
+    more = write_jsonl(tmp_path / "more.jsonl", [fp8])
     ingest([more], make_settings(copy))
     assert main([*args[:-1], str(copy), FACT_QUESTION]) == 0
     third = json.loads(capsys.readouterr().out)["provenance"]
@@ -136,8 +137,8 @@ def test_every_answer_says_what_it_was_computed_from(capsys, settings, tmp_path)
 
 def test_eval_results_carry_provenance(chat, tmp_path):
     questions = [Question(id="q1", question=FACT_QUESTION, kind="single", gold_ids=["prune-a"])]
-    run_questions(questions, lambda q: chat.ask(q, answerer="extractive"), tmp_path / "run", {"answerer": "extractive"},
-                  progress=False)
+    run_questions(questions, lambda q: chat.ask(q, answerer="extractive"), tmp_path / "run",
+                  {"answerer": "extractive"}, progress=False)
     record = json.loads((tmp_path / "run" / RESULTS_FILE).read_text().splitlines()[0])
     assert record["provenance"]["index_fingerprint"] == chat.index.fingerprint()
     assert record["provenance"]["papers"] == len(PAPERS)

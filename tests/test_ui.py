@@ -14,10 +14,10 @@ import pytest
 from conftest import make_settings
 from llm_server import FakeOpenAIServer
 
-from eval.questions import QuestionSetError, load_questions
-from rag.answer import RetrievedPaper
-from rag.chain import PaperChat, Sources
-from ui.app import (
+from paperchat.eval.questions import QuestionSetError, load_questions
+from paperchat.rag.answer import RetrievedPaper
+from paperchat.rag.chain import PaperChat, Sources
+from paperchat.ui.app import (
     CHAT_CONCURRENCY,
     Conversation,
     build_app,
@@ -29,8 +29,8 @@ from ui.app import (
     serve,
     stop_answer,
 )
-from ui.feedback import feedback_file
-from ui.render import as_paper_text, as_text, paper_numbers, render_papers
+from paperchat.ui.feedback import feedback_file
+from paperchat.ui.render import as_paper_text, as_text, paper_numbers, render_papers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ui"
 XSS_PAPERS = FIXTURES / "xss_papers.jsonl"
@@ -50,7 +50,7 @@ def chat(bundled_index):
 
 
 def small_index(tmp_path_factory, papers: Path, name: str):
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     settings = make_settings(tmp_path_factory.mktemp(name) / "index")
     ingest([papers], settings)
@@ -302,7 +302,8 @@ def test_the_state_line_counts_seconds_and_stop_stops_the_model(display_index):
                 chat, Path.cwd() / "exports", PRUNE, [], conversation, "openai", 10, "", "", True
             ):
                 updates.append(update)
-                if as_text("(writing…)") in update.messages[-1]["content"] and update.stop_button["visible"]:
+                writing = as_text("(writing…)") in update.messages[-1]["content"]
+                if writing and update.stop_button["visible"]:
                     assert "model is writing a summary" in update.messages[-1]["content"]
                     assert stop_answer(conversation)["visible"] is False
         finally:
@@ -316,7 +317,7 @@ def test_the_state_line_counts_seconds_and_stop_stops_the_model(display_index):
 
 
 def test_engine_failure_becomes_a_chat_message_and_is_logged(tmp_path, caplog):
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     settings = make_settings(tmp_path / "index")
     ingest([XSS_PAPERS], settings)
@@ -325,7 +326,7 @@ def test_engine_failure_becomes_a_chat_message_and_is_logged(tmp_path, caplog):
     updates = ask(broken, PRUNE)
     assert "Sorry, something went wrong while answering" in last_message(updates)
     assert "Traceback" not in last_message(updates)
-    assert any(record.exc_info for record in caplog.records if record.name == "ui.app")
+    assert any(record.exc_info for record in caplog.records if record.name == "paperchat.ui.app")
 
 
 def test_untrusted_markup_in_titles_and_abstracts_renders_as_text(xss_chat):
@@ -469,7 +470,7 @@ def test_twenty_concurrent_sessions_each_get_an_answer(display_chat, display_ind
 def test_ask_prints_what_it_does_on_stderr_and_the_papers_before_the_summary(
     display_index, capsys, monkeypatch
 ):
-    from ui.cli import main as cli
+    from paperchat.ui.cli import main as cli
 
     reply = "Both prune ResNet-50 and distil [1] [2]."
     with FakeOpenAIServer(reply=reply, token_delay_s=0.01) as server:
@@ -488,7 +489,7 @@ def test_ask_prints_what_it_does_on_stderr_and_the_papers_before_the_summary(
 
 
 def test_ask_refuses_an_inverted_year_range_before_searching(display_index, capsys):
-    from ui.cli import main as cli
+    from paperchat.ui.cli import main as cli
 
     code = cli(
         [

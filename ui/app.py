@@ -12,7 +12,7 @@ Behaviour (`respond`, a plain generator that tests call directly) is apart from 
 (`build_app`); HTML comes from `ui.render`, downloads from `ui.export`, feedback from `ui.feedback`.
 The components a step updates, and their order, are `ChatUpdate`'s fields — defined once.
 
-    >>> from rag.settings import Settings          # doctest: +SKIP
+    >>> from paperchat.rag.settings import Settings          # doctest: +SKIP
     >>> serve(Settings.load())                      # doctest: +SKIP
 """
 
@@ -38,13 +38,13 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
-from rag.answer import Answer, Citation
-from rag.chain import ANSWERERS, Done, EmptyQuestionError, Notice, PaperChat, Sources, Token
-from rag.errors import USER_ERRORS
-from rag.settings import Settings
-from ui.export import write_exports
-from ui.feedback import feedback_file, feedback_record, save_feedback
-from ui.render import (
+from paperchat.rag.answer import Answer, Citation
+from paperchat.rag.chain import ANSWERERS, Done, EmptyQuestionError, Notice, PaperChat, Sources, Token
+from paperchat.rag.errors import USER_ERRORS
+from paperchat.rag.settings import Settings
+from paperchat.ui.export import write_exports
+from paperchat.ui.feedback import feedback_file, feedback_record, save_feedback
+from paperchat.ui.render import (
     CSS,
     HEAD_JS,
     answerer_numbers,
@@ -489,6 +489,18 @@ def undated_info(chat: PaperChat) -> str:
     )
 
 
+def _year_box(label: str, year: int | None, example: int | None, elem_id: str) -> gr.Textbox:
+    """A year bound of the answer settings; its placeholder is the collection's own first or last year."""
+    return gr.Textbox(
+        value=str(year or ""),
+        label=label,
+        max_lines=1,
+        placeholder=f"e.g. {example}" if example else "",
+        min_width=100,
+        elem_id=elem_id,
+    )
+
+
 def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
     """The page, wired to `respond`. Launch it with `launch_options(settings)` (theme, no share, ...)."""
     export_dir = Path(tempfile.mkdtemp(prefix="paperchat-export-"))
@@ -567,22 +579,8 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
                         label="Papers to retrieve",
                     )
                     with gr.Row():
-                        year_min = gr.Textbox(
-                            value=str(retrieval.year_min or ""),
-                            label="From year",
-                            max_lines=1,
-                            placeholder=f"e.g. {first_year}" if first_year else "",
-                            min_width=100,
-                            elem_id="pc-year-min",
-                        )
-                        year_max = gr.Textbox(
-                            value=str(retrieval.year_max or ""),
-                            label="To year",
-                            max_lines=1,
-                            placeholder=f"e.g. {last_year}" if last_year else "",
-                            min_width=100,
-                            elem_id="pc-year-max",
-                        )
+                        year_min = _year_box("From year", retrieval.year_min, first_year, "pc-year-min")
+                        year_max = _year_box("To year", retrieval.year_max, last_year, "pc-year-max")
                     include_undated = gr.Checkbox(
                         value=retrieval.include_undated,
                         label="Include undated papers",
@@ -617,18 +615,8 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
         def ask_question(
             message, messages, conversation, answerer, top_k, year_min, year_max, include_undated
         ):
-            yield from respond(
-                chat,
-                export_dir,
-                message,
-                messages,
-                conversation,
-                answerer,
-                top_k,
-                year_min,
-                year_max,
-                include_undated,
-            )
+            yield from respond(chat, export_dir, message, messages, conversation, answerer, top_k,
+                               year_min, year_max, include_undated)
 
         inputs = [textbox, chatbot, conversation, answerer, top_k, year_min, year_max, include_undated]
         ask = {
@@ -730,7 +718,7 @@ def serve(settings: Settings) -> None:
     try:
         chat = PaperChat.open(settings)
     except USER_ERRORS as error:
-        from rag.store import IndexNotFoundError
+        from paperchat.rag.store import IndexNotFoundError
 
         hint = (
             "\nIndex the bundled papers with `paperchat ingest` (or your own files with "

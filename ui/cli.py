@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import get_args
 
-from rag.settings import Answerer
+from paperchat.rag.settings import Answerer
 
 EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED = 1, 2, 3
 
@@ -31,7 +31,7 @@ class UserError(Exception):
 
 
 def _settings(args, **overrides):
-    from rag.settings import Settings
+    from paperchat.rag.settings import Settings
 
     tree = {"store": {"index_dir": args.index}}
     for section, values in overrides.items():
@@ -40,7 +40,7 @@ def _settings(args, **overrides):
 
 
 def cmd_ingest(args) -> int:
-    from ingest.pipeline import ingest, tqdm_progress
+    from paperchat.ingest.pipeline import ingest, tqdm_progress
 
     settings = _settings(args, embedding={"batch_size": args.batch_size})
     paths = [Path(p) for p in args.paths]
@@ -62,8 +62,8 @@ def cmd_ingest(args) -> int:
     if len(summary.notices) > 50:
         print(f"... and {len(summary.notices) - 50} more notes", file=sys.stderr)
     if summary.files_read == 0 and not summary.rejections:
-        print(f"paperchat: warning: no files to read in {', '.join(map(str, paths))} (names starting with '.' "
-              "are skipped); nothing was ingested", file=sys.stderr)
+        print(f"paperchat: warning: no files to read in {', '.join(map(str, paths))} "
+              "(names starting with '.' are skipped); nothing was ingested", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         data = summary.to_json_dict()
@@ -71,6 +71,9 @@ def cmd_ingest(args) -> int:
         data["rejected"] = summary.rejections
         print(json.dumps(data))
     else:
+        repaired = (f"; repaired {summary.recovered} paper{'s' if summary.recovered != 1 else ''} "
+                    "(half-written by an interrupted ingest, or missing from the vector store)"
+                    if summary.recovered else "")
         print(f"files read: {summary.files_read}"
               + (f"; {summary.papers_filtered_out} papers left out by --categories/--since"
                  if summary.papers_filtered_out else "") + "\n"
@@ -78,16 +81,13 @@ def cmd_ingest(args) -> int:
               f"{summary.papers_unchanged} unchanged, {summary.duplicates_merged} duplicates merged, "
               f"{summary.records_rejected} records rejected\n"
               f"chunks embedded: {summary.chunks}; papers in the index: {summary.papers_total}\n"
-              f"took {summary.seconds:.1f} s ({summary.papers_per_second:.1f} papers/s)"
-              + (f"; repaired {summary.recovered} paper{'s' if summary.recovered != 1 else ''} (half-written by an "
-                 "interrupted ingest, or missing from the "
-                 "vector store)" if summary.recovered else ""))
+              f"took {summary.seconds:.1f} s ({summary.papers_per_second:.1f} papers/s)" + repaired)
     return EXIT_REJECTED if summary.records_rejected else 0
 
 
 def _print_papers(sources, numbers) -> None:
     """The useful answer first, from retrieval: the matching papers with their evidence sentence."""
-    from ui.render import evidence_of, related_papers, untex
+    from paperchat.ui.render import evidence_of, related_papers, untex
 
     def entry(paper, sentences: int = 1) -> None:
         year = f" ({paper.year})" if paper.year else ""
@@ -125,13 +125,13 @@ class _SummaryPrinter:
     a `[n]` split across pieces waits for its `]`."""
 
     def __init__(self, sources, numbers):
-        from ui.render import answerer_numbers
+        from paperchat.ui.render import answerer_numbers
 
         self.by_number, self.numbers = answerer_numbers(sources), numbers
         self.pending, self.started = "", False
 
     def add(self, piece: str) -> None:
-        from ui.render import renumber, without_match_list
+        from paperchat.ui.render import renumber, without_match_list
 
         if not without_match_list(piece).strip():  # the list appended to a list answer: printed above
             return
@@ -146,7 +146,7 @@ class _SummaryPrinter:
         print(renumber(text, self.by_number, self.numbers), end="", flush=True)
 
     def finish(self) -> None:
-        from ui.render import renumber
+        from paperchat.ui.render import renumber
 
         if self.pending:
             print(renumber(self.pending, self.by_number, self.numbers), end="")
@@ -156,8 +156,8 @@ class _SummaryPrinter:
 
 def _answer_one(chat, question: str, args, history, previous_papers=()) -> object:
     """Answer one question: what it is doing on stderr, the matching papers at once, then the summary."""
-    from rag.chain import Done, Notice, Sources, Token
-    from ui.render import paper_numbers
+    from paperchat.rag.chain import Done, Notice, Sources, Token
+    from paperchat.ui.render import paper_numbers
 
     answer = None
     notices: set[str] = set()  # a fallback notice comes as an event and again on the answer: say it once
@@ -184,8 +184,8 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
             _print_papers(event, numbers)
             if answerer != "extractive" and not event.abstained:
                 summary = _SummaryPrinter(event, numbers)
-                doing = ("loading the {} model, then writing a summary…" if not chat.has_chat_model(answerer)
-                         else "the {} model is writing a summary…")
+                doing = ("the {} model is writing a summary…" if chat.has_chat_model(answerer)
+                         else "loading the {} model, then writing a summary…")
                 print(doing.format(answerer), file=sys.stderr, flush=True)
         elif isinstance(event, Token) and summary is not None:  # an extractive text repeats the list above
             summary.add(event.text)
@@ -208,7 +208,7 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
 
 
 def cmd_ask(args) -> int:
-    from rag.chain import EmptyQuestionError, PaperChat
+    from paperchat.rag.chain import EmptyQuestionError, PaperChat
 
     if args.question is not None and not args.question.strip():
         raise UserError("the question is empty: ask something about the papers, e.g. "
@@ -259,10 +259,10 @@ def cmd_eval(args) -> int:
         return _eval_compare(args)
     if args.questions == "beir":
         return _eval_beir(args)
-    from eval.questions import load_questions
-    from eval.runner import run_questions
-    from rag.chain import PaperChat
-    from rag.papers import normalize_title
+    from paperchat.eval.questions import load_questions
+    from paperchat.eval.runner import run_questions
+    from paperchat.rag.chain import PaperChat
+    from paperchat.rag.papers import normalize_title
 
     settings = _settings(args, retrieval={"top_k": args.top_k}, llm={"backend": args.llm})
     chat = PaperChat.open(settings)
@@ -300,8 +300,8 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def _eval_compare(args) -> int:
-    from eval.report import compare_reports
-    from eval.runner import load_run
+    from paperchat.eval.report import compare_reports
+    from paperchat.eval.runner import load_run
 
     if len(args.rest) != 2:
         raise UserError("usage: paperchat eval compare DIR_A DIR_B")
@@ -314,7 +314,7 @@ def _eval_compare(args) -> int:
 
 
 def _eval_beir(args) -> int:
-    from eval.beir import BeirError, run_beir
+    from paperchat.eval.beir import BeirError, run_beir
 
     if len(args.rest) != 1:
         raise UserError("usage: paperchat eval beir DATASET_DIR [--split train|test] [--out DIR]")
@@ -335,29 +335,32 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--index", type=Path, metavar="DIR",
                         help="index folder (default: store.index_dir, i.e. the user data directory)")
-    common.add_argument("--config", type=Path, metavar="FILE", help="settings file (default: ./paperchat.toml)")
+    common.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file (default: ./paperchat.toml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("ingest", parents=[common], help="index papers (the bundled corpus by default)",
                             description="Index papers from files or folders: the bundled listing pages, "
-                            "JSONL/CSV with title and abstract, an arXiv metadata snapshot, or a BEIR corpus.")
-    p.add_argument("paths", nargs="*", help="files or folders, read with their subfolders; - for standard input "
-                   "(default: the bundled corpus)")
+                            "JSONL/CSV with title and abstract, an arXiv metadata snapshot, "
+                            "or a BEIR corpus.")
+    p.add_argument("paths", nargs="*", help="files or folders, read with their subfolders; "
+                   "- for standard input (default: the bundled corpus)")
     p.add_argument("--format", choices=["listing", "jsonl", "csv", "arxiv", "beir"],
                    help="input format (default: detected from each file's content)")
     p.add_argument("--rebuild", action="store_true", help="delete the index and start over")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--batch-size", type=int, help="texts per embedding batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--categories", metavar="LIST", help="only papers in any of these comma-separated categories "
-                   "(cs.LG,cs.CV; 'cs' means every cs.*)")
-    p.add_argument("--since", type=int, metavar="YEAR", help="only papers from this year on (arXiv: the year of "
-                   "update_date; papers without a year are left out)")
+    p.add_argument("--categories", metavar="LIST", help="only papers in any of these comma-separated "
+                   "categories (cs.LG,cs.CV; 'cs' means every cs.*)")
+    p.add_argument("--since", type=int, metavar="YEAR", help="only papers from this year on "
+                   "(arXiv: the year of update_date; papers without a year are left out)")
     p.set_defaults(handler=cmd_ingest)
     def answer_options(p):
         p.add_argument("--llm", choices=get_args(Answerer),
                        help="who writes the answer (default: llm.backend)")
-        p.add_argument("-k", "--top-k", type=int, help="papers to retrieve and show (default: retrieval.top_k)")
+        p.add_argument("-k", "--top-k", type=int,
+                       help="papers to retrieve and show (default: retrieval.top_k)")
         p.add_argument("--year-min", type=int, help="only papers from this year on")
         p.add_argument("--year-max", type=int, help="only papers up to this year")
 
@@ -367,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?", help="the question (quote it)")
     p.add_argument("--json", action="store_true", help="print the Answer as one JSON object")
     answer_options(p)
-    p.add_argument("--exclude-undated", action="store_true", help="leave out papers without a year (by default a "
-                   "year filter keeps them, since their year is unknown)")
+    p.add_argument("--exclude-undated", action="store_true", help="leave out papers without a year "
+                   "(by default a year filter keeps them, since their year is unknown)")
     p.set_defaults(handler=cmd_ask)
 
     p = commands.add_parser("eval", parents=[common], help="measure answers on a question set, or on BEIR",
@@ -383,9 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     answer_options(p)
     p.set_defaults(handler=cmd_eval)
 
-    p = commands.add_parser("bench", help="measure ingest, retrieval and answer speed (eval/bench.py)",
-                            description="Benchmarks; options are passed to eval.bench (see paperchat bench -- --help).")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for eval.bench")
+    p = commands.add_parser("bench", help="measure ingest, retrieval and answer speed (eval/bench/)",
+                            description="Benchmarks; options are passed to paperchat.eval.bench "
+                            "(see paperchat bench -- --help).")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for paperchat.eval.bench")
     p.set_defaults(handler=cmd_bench)
 
     p = commands.add_parser("serve", parents=[common], help="start the chat in the browser",
@@ -393,19 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default: ui.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: ui.port, 7860)")
     p.add_argument("--llm", choices=get_args(Answerer), help="answerer (default: llm.backend)")
-    p.add_argument("--ingest-if-empty", action="store_true", help="ingest the bundled corpus first when there is no index")
+    p.add_argument("--ingest-if-empty", action="store_true",
+                   help="ingest the bundled corpus first when there is no index")
     p.set_defaults(handler=cmd_serve)
     return parser
 
 
 def cmd_bench(args) -> int:
-    from eval.bench import main as bench_main
+    from paperchat.eval.bench import main as bench_main
 
     return bench_main([a for a in args.bench_args if a != "--"])
 
 
 def cmd_serve(args) -> int:
-    from ui.app import serve
+    from paperchat.ui.app import serve
 
     settings = _settings(args, ui={"host": args.host, "port": args.port}, llm={"backend": args.llm})
     _require_free_port(settings.ui.host, settings.ui.port)  # before a minute of loading, not after
@@ -422,16 +427,17 @@ def _require_free_port(host: str, port: int) -> None:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no conflict
+            # as the server will: a port in TIME_WAIT is no conflict
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except OSError as error:
-        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error}): another program uses it; "
-                        "choose another port with --port") from None
+        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error}): "
+                        "another program uses it; choose another port with --port") from None
 
 
 def _ingest_bundled_if_missing(settings) -> None:
-    from ingest.pipeline import ingest, tqdm_progress
-    from rag.store import MARKER
+    from paperchat.ingest.pipeline import ingest, tqdm_progress
+    from paperchat.rag.store import MARKER
 
     if (settings.store.index_dir / MARKER).exists():
         return
@@ -444,10 +450,10 @@ def _ingest_bundled_if_missing(settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from eval.questions import QuestionSetError
-    from ingest.sources import SourceError
-    from rag.chain import EmptyQuestionError
-    from rag.errors import USER_ERRORS
+    from paperchat.eval.questions import QuestionSetError
+    from paperchat.ingest.sources import SourceError
+    from paperchat.rag.chain import EmptyQuestionError
+    from paperchat.rag.errors import USER_ERRORS
 
     try:
         return args.handler(args)

@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from rag.answer import Citation
-from rag.papers import Paper
+from paperchat.rag.answer import Citation
+from paperchat.rag.papers import Paper
 
 BIBTEX_NAME = "paperchat-citations.bib"
 CSV_NAME = "paperchat-citations.csv"

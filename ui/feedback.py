@@ -23,7 +23,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
-from rag.settings import Settings
+from paperchat.rag.settings import Settings
 
 UNCONFIRMED = "unconfirmed"
 _WRITE_LOCK = threading.Lock()  # sessions append from several worker threads

@@ -17,9 +17,9 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from rag.answer import CITATION_MARK, RetrievedPaper
-from rag.chain import Sources
-from rag.extractive import best_sentences
+from paperchat.rag.answer import CITATION_MARK, RetrievedPaper
+from paperchat.rag.chain import Sources
+from paperchat.rag.extractive import best_sentences
 
 CSS = """
 .pc-header { font-size: 0.92rem; color: var(--body-text-color-subdued); }

@@ -1,4 +1,4 @@
-"""Speed and memory benchmarks: `paperchat bench` (or `python -m eval.bench`) writes
+"""Speed and memory benchmarks: `paperchat bench` (or `python -m paperchat.eval.bench`) writes
 `eval/bench_results/bench.json`, `BENCHMARKS.md` and `growth.png`.
 
 One harness (`harness`: median/min/max over repeats, child processes, RSS, load average) and one
@@ -15,10 +15,10 @@ module per measure:
 `report` turns the results into the Markdown table and the growth plot. Every timing carries the
 load average it was taken at: on a shared machine, figures are noisy.
 
-    python -m eval.bench --quick                              # 1k and 10k papers, 3 runs
-    python -m eval.bench --sizes 1000,10000,100000 --runs 3 --skip llm
+    python -m paperchat.eval.bench --quick                              # 1k and 10k papers, 3 runs
+    python -m paperchat.eval.bench --sizes 1000,10000,100000 --runs 3 --skip llm
 """
 
-from eval.bench.cli import SECTIONS, build_parser, main
+from paperchat.eval.bench.cli import SECTIONS, build_parser, main
 
 __all__ = ["SECTIONS", "build_parser", "main"]

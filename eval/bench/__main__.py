@@ -1,5 +1,5 @@
 import sys
 
-from eval.bench.cli import main
+from paperchat.eval.bench.cli import main
 
 sys.exit(main())

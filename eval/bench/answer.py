@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from eval.bench.harness import load_average, percentile, questions, run_child, settings_for, spread
+from paperchat.eval.bench.harness import load_average, percentile, questions, run_child, settings_for, spread
 
 RESNET_QUESTIONS = (
     "Which papers prune ResNet-50?",
@@ -15,7 +15,7 @@ RESNET_QUESTIONS = (
 
 
 def bench_answer(bundled_dir: Path, runs: int) -> dict:
-    from rag.chain import PaperChat
+    from paperchat.rag.chain import PaperChat
 
     chat = PaperChat.open(settings_for(bundled_dir))
     asked = questions()
@@ -51,8 +51,8 @@ def bench_answer(bundled_dir: Path, runs: int) -> dict:
 
 
 def child_llm(payload: dict) -> dict:
-    from rag.chain import PaperChat, Token
-    from rag.llm import make_chat_model
+    from paperchat.rag.chain import PaperChat, Token
+    from paperchat.rag.llm import make_chat_model
 
     settings = settings_for(Path(payload["index_dir"]), llm={"backend": "local"})
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`paperchat bench` / `python -m eval.bench`: run the sections, write bench.json, BENCHMARKS.md and
+"""`paperchat bench` / `python -m paperchat.eval.bench`: run the sections, write bench.json, BENCHMARKS.md and
 growth.png."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from eval.bench.harness import DEFAULT_OUT, child_main, machine_info
+from paperchat.eval.bench.harness import DEFAULT_OUT, child_main, machine_info
 
 SECTIONS = ("ingest", "embedding", "retrieval", "answer", "llm", "startup")
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             results["plot"] = previous["plot"]
         results["merged_from_previous_run"] = sorted(skip & set(previous))
 
-    from eval.bench.report import targets, write_markdown
+    from paperchat.eval.bench.report import targets, write_markdown
 
     def save() -> None:
         results["targets"] = targets(results)
@@ -158,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         results[name]["section_s"] = round(time.perf_counter() - started, 1)
         save()
 
-    from eval.bench.answer import bench_answer, bench_llm
-    from eval.bench.embedding import bench_embedding
-    from eval.bench.ingest import bench_ingest, ingest_bundled
-    from eval.bench.report import plot_growth
-    from eval.bench.retrieval import bench_retrieval
-    from eval.bench.startup import bench_startup
+    from paperchat.eval.bench.answer import bench_answer, bench_llm
+    from paperchat.eval.bench.embedding import bench_embedding
+    from paperchat.eval.bench.ingest import bench_ingest, ingest_bundled
+    from paperchat.eval.bench.report import plot_growth
+    from paperchat.eval.bench.retrieval import bench_retrieval
+    from paperchat.eval.bench.startup import bench_startup
 
     section("ingest", lambda: bench_ingest(work, args.ingest_runs or args.runs))
     fresh_ingest = "ingest" in results and "ingest" not in skip

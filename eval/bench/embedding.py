@@ -17,14 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench.harness import PrecomputedEmbeddings, load_average, questions, repeat, settings_for, spread
+from paperchat.eval.bench.harness import (
+    PrecomputedEmbeddings,
+    load_average,
+    questions,
+    repeat,
+    settings_for,
+    spread,
+)
 
 
 def bundled_chunks(embeddings, overlap_sentences: int | None = None):
     """The bundled papers and their chunks, chunked exactly as ingest does (optionally another overlap)."""
-    from ingest.sources import bundled_corpus_dir, read_papers
-    from rag.chunking import chunk_paper
-    from rag.settings import ChunkSettings
+    from paperchat.ingest.sources import bundled_corpus_dir, read_papers
+    from paperchat.rag.chunking import chunk_paper
+    from paperchat.rag.settings import ChunkSettings
 
     chunking = ChunkSettings()
     overlap = chunking.overlap_sentences if overlap_sentences is None else overlap_sentences
@@ -162,8 +169,8 @@ def _not_available(name: str, error: BaseException) -> str:
 
 def sentence_transformers_backend(backend: str):
     """encode(texts) through `SentenceTransformer(..., backend=backend)`, the path ingest would take."""
-    from rag.embeddings import make_embeddings
-    from rag.settings import EmbeddingSettings
+    from paperchat.rag.embeddings import make_embeddings
+    from paperchat.rag.settings import EmbeddingSettings
 
     embeddings = make_embeddings(EmbeddingSettings(backend=backend))
     embeddings.model  # noqa: B018 - load now, so a missing runtime is reported here
@@ -236,8 +243,8 @@ def embedding_variants(model, work: Path, quick: bool) -> dict[str, Callable | N
 
 def retrieved_ids(index_dir: Path, papers, chunks, vectors, encode, texts: list[str]) -> list[list[str]]:
     """Top-10 paper ids per question from an index holding these vectors, queries embedded by `encode`."""
-    from rag.retrieval import Retriever
-    from rag.store import PaperIndex
+    from paperchat.rag.retrieval import Retriever
+    from paperchat.rag.store import PaperIndex
 
     # A fresh folder each time: chromadb caches its client per path, so a reused path would point at
     # a deleted database.
@@ -273,8 +280,8 @@ def bench_embedding(
     several processes can each measure some variants and `merge_embedding` joins them. `save` is
     called with the partial result after each variant, so an interrupted run keeps what it measured.
     """
-    from rag.embeddings import make_embeddings
-    from rag.settings import EmbeddingSettings
+    from paperchat.rag.embeddings import make_embeddings
+    from paperchat.rag.settings import EmbeddingSettings
 
     embeddings = make_embeddings(EmbeddingSettings())
     chunked = bundled_chunks(embeddings)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from eval.metrics import percentile  # noqa: F401 - the one percentile; the sections import it from here
+from paperchat.eval.metrics import percentile  # noqa: F401 - the one percentile; the sections import it from here
 
 REPO = Path(__file__).resolve().parents[2]
 QUESTIONS = REPO / "eval" / "questions" / "tune.jsonl"  # never validate.jsonl: that set stays unseen
@@ -125,7 +125,7 @@ def machine_info() -> dict:
 
 def settings_for(index_dir: Path, **sections):
     """Default settings on `index_dir`, extractive answers, plus any per-section overrides."""
-    from rag.settings import Settings
+    from paperchat.rag.settings import Settings
 
     tree = {"store": {"index_dir": str(index_dir)}, "llm": {"backend": "extractive"}}
     for section, values in sections.items():
@@ -149,7 +149,7 @@ def run_child(
     back through stdout as JSON. `nice` lowers the child's priority (long builds on a shared machine).
     """
     target = f"{function.__module__}:{function.__name__}"
-    command = [sys.executable, "-m", "eval.bench", "--child", target, json.dumps(payload)]
+    command = [sys.executable, "-m", "paperchat.eval.bench", "--child", target, json.dumps(payload)]
     if nice:
         command = ["nice", "-n", str(nice), *command]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -165,7 +165,7 @@ def run_child(
 def child_main(target: str, payload: str) -> int:
     """The child side of `run_child`: import `module:function`, run it, print its JSON."""
     module, name = target.split(":")
-    if not module.startswith("eval.bench."):
+    if not module.startswith("paperchat.eval.bench."):
         raise SystemExit(f"not a benchmark child: {target}")
     print(json.dumps(getattr(importlib.import_module(module), name)(json.loads(payload))))
     return 0

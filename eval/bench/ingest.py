@@ -5,11 +5,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from eval.bench.harness import dir_bytes, load_average, peak_rss_bytes, run_child, settings_for, spread
+from paperchat.eval.bench.harness import (
+    dir_bytes,
+    load_average,
+    peak_rss_bytes,
+    run_child,
+    settings_for,
+    spread,
+)
 
 
 def child_ingest(payload: dict) -> dict:
-    from ingest.pipeline import ingest
+    from paperchat.ingest.pipeline import ingest
 
     settings = settings_for(Path(payload["index_dir"]), **payload.get("settings", {}))
     summary = ingest(None, settings)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench.harness import (
+from paperchat.eval.bench.harness import (
     PrecomputedEmbeddings,
     dir_bytes,
     load_average,
@@ -47,7 +47,7 @@ SYNTHETIC_DESCRIPTION = (
 
 def base_vectors(index_dir: Path, base_papers: int = 0) -> tuple[list, list[np.ndarray]]:
     """The real papers and their chunks' real vectors, read back from an ingested bundled index."""
-    from rag.store import PaperIndex
+    from paperchat.rag.store import PaperIndex
 
     index = PaperIndex.open(settings_for(index_dir))
     try:
@@ -72,8 +72,8 @@ class LookupEmbeddings(PrecomputedEmbeddings):
 
 
 def child_build(payload: dict) -> dict:
-    from eval.synthetic import synthetic_batches
-    from rag.store import PaperIndex
+    from paperchat.eval.synthetic import synthetic_batches
+    from paperchat.rag.store import PaperIndex
 
     index_dir = Path(payload["index_dir"])
     shutil.rmtree(index_dir, ignore_errors=True)
@@ -112,9 +112,9 @@ def child_build(payload: dict) -> dict:
 
 def child_query(payload: dict) -> dict:
     """p50/p95 of `PaperChat.search` per run, a fresh PaperChat (cold caches) per run."""
-    from rag.chain import PaperChat
-    from rag.embeddings import make_embeddings
-    from rag.store import PaperIndex
+    from paperchat.rag.chain import PaperChat
+    from paperchat.rag.embeddings import make_embeddings
+    from paperchat.rag.store import PaperIndex
 
     settings = settings_for(Path(payload["index_dir"]))
     index = PaperIndex.open(settings, make_embeddings(settings.embedding))

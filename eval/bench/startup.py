@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from eval.bench.harness import REPO, load_average, spread
+from paperchat.eval.bench.harness import REPO, load_average, spread
 
 
 def _free_port() -> int:
@@ -29,7 +29,7 @@ def _time_to_page(bundled_dir: Path, timeout_s: float) -> float | str:
         [
             sys.executable,
             "-m",
-            "ui.cli",
+            "paperchat.ui.cli",
             "serve",
             "--index",
             str(bundled_dir),
@@ -77,5 +77,6 @@ def bench_startup(bundled_dir: Path, runs: int, timeout_s: float = 240) -> dict:
         "status": "ok",
         "seconds": spread(seconds),
         "load_average": load_average(),
-        "note": "launch of `python -m ui.cli serve --llm extractive` to HTTP 200 on / (polled every 0.1 s)",
+        "note": "launch of `python -m paperchat.ui.cli serve --llm extractive` to HTTP 200 on / "
+                "(polled every 0.1 s)",
     }
