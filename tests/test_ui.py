@@ -311,6 +311,7 @@ def test_the_state_line_counts_seconds_and_stop_stops_the_model(display_index):
     final = last_message(updates)
     assert "Stopped after" in final and "matching papers" in final
     assert "word399" not in final and as_text("(stopped)") in final
+    assert as_text("(writing…)") not in final and final.count("pc-synthesis-text") == 1  # the summary once
     assert updates[-1].stop_button["visible"] is False
     assert re.search(r"pc-status.*?· \d+ s", updates[1].messages[-1]["content"])
     assert conversation.turns == []  # a stopped answer is not a turn follow-ups build on

@@ -348,11 +348,12 @@ def _produce(chat: PaperChat, question: str, options: dict, events: queue.Queue,
 def _stopped(turn: _Turn, chat: PaperChat, update) -> ChatUpdate:
     elapsed = time.perf_counter() - turn.started
     turn.notice = None
+    written, turn.written = turn.written, ""  # shown once, as stopped, not also as "(writing…)"
     content = turn.render(chat, working=False)
-    if turn.written:
+    if written:
         content += render_synthesis(
             f"Summary by the {turn.answerer} model (stopped)",
-            renumber(turn.written, answerer_numbers(turn.sources), turn.numbers),
+            renumber(written, answerer_numbers(turn.sources), turn.numbers),
         )
     return update(content + f'<div class="pc-status pc-stopped">Stopped after {elapsed:.0f} s.</div>')
 
