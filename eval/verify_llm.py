@@ -128,6 +128,7 @@ def verify(data: list, out: Path, model: Path, kinds: set[str], max_new: int | N
 
 
 def read_rows(path: Path) -> list[dict]:
+    """The verifier answers stored in `path` so far (`verify` is the one writer of such files)."""
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -148,6 +149,11 @@ def auc(scores: list[float], labels: list[bool]) -> float:
 
 
 def logit(p: float) -> float:
+    """log(p / (1 - p)), clipped so that a certain 0 or 1 stays finite.
+
+    >>> round(logit(0.5), 6), round(logit(1.0), 2)
+    (0.0, 9.21)
+    """
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
 
