@@ -1,7 +1,7 @@
 """Does a yes/no LLM verifier of borderline papers help the judge? Measured on the tune questions only.
 
-    python -m eval.verify_llm --index DIR --out FILE --model GGUF [--only IDS] [--max-new N]
-    python -m eval.verify_llm --index DIR --out FILE [--show IDS]
+    python -m paperchat.eval.verify_llm --index DIR --out FILE --model GGUF [--only IDS] [--max-new N]
+    python -m paperchat.eval.verify_llm --index DIR --out FILE [--show IDS]
 
 The PaperFinder pattern: for each candidate paper the model is asked one question ("Does this
 paper match the question? Answer yes or no.") and the answer is read as a probability,
@@ -33,15 +33,22 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.questions import load_questions
-from eval.tune_judge import GOAL_PRECISION, GOAL_RECALL, figures, fit_logistic, prepared, retrieve_all
-from rag.answer import RetrievedPaper
-from rag.embeddings import make_embeddings
-from rag.judge import shipped_model
-from rag.llm import local_server
-from rag.retrieval import Retriever
-from rag.settings import RetrievalSettings, Settings
-from rag.store import PaperIndex
+from paperchat.eval.questions import load_questions
+from paperchat.eval.tune_judge import (
+    GOAL_PRECISION,
+    GOAL_RECALL,
+    figures,
+    fit_logistic,
+    prepared,
+    retrieve_all,
+)
+from paperchat.rag.answer import RetrievedPaper
+from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.judge import shipped_model
+from paperchat.rag.llm import local_server
+from paperchat.rag.retrieval import Retriever
+from paperchat.rag.settings import RetrievalSettings, Settings
+from paperchat.rag.store import PaperIndex
 
 BAND_LOW, BAND_HIGH = 0.03, 0.6
 BAND_CAP, CLEAR_CAP = 8, 2
