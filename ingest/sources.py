@@ -81,39 +81,13 @@ class Limits:
     max_title_chars: int = 300
 
 
-def located(path: str, line: int | None, text: str) -> str:
-    """A message as people read it next to its place: "file:line: text", or "file: text" without a line.
+@dataclass(frozen=True)
+class Located:
+    """A message about one place of an input file, as people read it there: "file:line: text", or
+    "file: text" without a line.
 
-    >>> located("a.csv", 4, "unclosed quote"), located("a.csv", None, "empty file")
+    >>> str(Located("a.csv", 4, "unclosed quote")), str(Located("a.csv", None, "empty file"))
     ('a.csv:4: unclosed quote', 'a.csv: empty file')
-    """
-    return f"{path if line is None else f'{path}:{line}'}: {text}"
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A record that could not be read, and where it is.
-
-    >>> str(Rejection("data/x.jsonl", 7, "invalid JSON (Expecting ',' delimiter)"))
-    "data/x.jsonl:7: invalid JSON (Expecting ',' delimiter)"
-    >>> str(Rejection("blob.bin", None, "binary file (NUL bytes)"))
-    'blob.bin: binary file (NUL bytes)'
-    """
-
-    path: str
-    line: int | None
-    reason: str
-
-    def __str__(self) -> str:
-        return located(self.path, self.line, self.reason)
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A record that was kept but changed on the way in, and how (e.g. its title clipped).
-
-    >>> str(Notice("x.jsonl", 3, "title clipped to 300 of 9,000 characters"))
-    'x.jsonl:3: title clipped to 300 of 9,000 characters'
     """
 
     path: str
@@ -121,7 +95,30 @@ class Notice:
     text: str
 
     def __str__(self) -> str:
-        return located(self.path, self.line, self.text)
+        return f"{self.path if self.line is None else f'{self.path}:{self.line}'}: {self.text}"
+
+
+class Rejection(Located):
+    """A record that could not be read, and where it is.
+
+    >>> str(Rejection("data/x.jsonl", 7, "invalid JSON (Expecting ',' delimiter)"))
+    "data/x.jsonl:7: invalid JSON (Expecting ',' delimiter)"
+    >>> Rejection("blob.bin", None, "binary file (NUL bytes)").reason
+    'binary file (NUL bytes)'
+    """
+
+    @property
+    def reason(self) -> str:
+        """Why the record was rejected (the message without its place)."""
+        return self.text
+
+
+class Notice(Located):
+    """A record that was kept but changed on the way in, and how (e.g. its title clipped).
+
+    >>> str(Notice("x.jsonl", 3, "title clipped to 300 of 9,000 characters"))
+    'x.jsonl:3: title clipped to 300 of 9,000 characters'
+    """
 
 
 @dataclass
