@@ -69,3 +69,13 @@ def test_eval_beir_scores_a_small_beir_folder(tmp_path, capsys):
     assert result["metrics"]["ndcg_at_10"] == 1.0 and result["metrics"]["recall_at_10"] == 1.0
     assert "ndcg_at_10" in capsys.readouterr().out
     assert "| nDCG@10 (`ndcg_at_10`) | 1.000 |" in (tmp_path / "beir-out" / "beir.md").read_text()
+
+
+def test_bench_takes_its_options_as_written_with_or_without_a_double_dash(monkeypatch):
+    import paperchat.eval.bench as bench
+
+    seen = []
+    monkeypatch.setattr(bench, "main", lambda argv: seen.append(argv) or 0)
+    assert cli(["bench", "--skip", "llm,answer", "--runs", "3"]) == 0
+    assert cli(["bench", "--", "--quick"]) == 0
+    assert seen == [["--skip", "llm,answer", "--runs", "3"], ["--quick"]]

@@ -449,7 +449,11 @@ def _ingest_bundled_if_missing(settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "handler", None) is not cmd_bench:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # `paperchat bench --skip llm`: the options are the benchmark's own
+        args.bench_args = unknown + args.bench_args
     from paperchat.eval.questions import QuestionSetError
     from paperchat.ingest.sources import SourceError
     from paperchat.rag.chain import EmptyQuestionError
