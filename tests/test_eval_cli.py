@@ -72,7 +72,7 @@ def test_eval_beir_scores_a_small_beir_folder(tmp_path, capsys):
 
 
 def test_bench_takes_its_options_as_written_with_or_without_a_double_dash(monkeypatch):
-    import paperchat.eval.bench as bench
+    from paperchat.eval import bench
 
     seen = []
     monkeypatch.setattr(bench, "main", lambda argv: seen.append(argv) or 0)
