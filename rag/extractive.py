@@ -66,7 +66,7 @@ def extractive_answer(question: str, search_query: str, judgement: Judgement,
         papers, match = ("paper", "matches") if count == 1 else ("papers", "match")
         lines = [f"{count} {papers} in this collection {match}:"]
         for n, paper in enumerate(judgement.matching, 1):
-            sentence = _evidence(paper, search_query)
+            sentence = evidence_sentence(paper, search_query)
             lines.append(f"{n}. {neutralise_markers(paper.title)}{_year(paper)}: "
                          f"{neutralise_markers(sentence)} [{n}]")
         related = judgement.related or []
@@ -91,7 +91,7 @@ def _year(paper: RetrievedPaper) -> str:
     return f" ({paper.year})" if paper.year else ""
 
 
-def _evidence(paper: RetrievedPaper, query: str) -> str:
+def evidence_sentence(paper: RetrievedPaper, query: str) -> str:
     """The sentence that shows why a paper matches: the one naming the question's key concepts
     together (found by retrieval), else the one sharing most words with the query."""
     evidence = paper.signals.evidence

@@ -132,6 +132,18 @@ def test_an_abbreviation_also_finds_the_papers_that_spell_it_out(chat):
     assert len(spelled_out) >= 3, spelled_out
 
 
+def test_the_quote_under_a_listed_paper_names_what_the_question_asks_for(chat):
+    # the chat quotes the sentence that names the question's key concepts (here "KD" spelled out),
+    # not the one that shares most words with the question ("In recent years, deep networks ...")
+    from paperchat.ui.render import evidence_of
+
+    sources = chat.search("Which papers are about KD?")
+    spelled = [p for p in sources.matching if "knowledge distillation" in p.abstract.lower()]
+    assert len(spelled) >= 3
+    for paper in spelled:
+        assert "knowledge distillation" in evidence_of(paper, sources.search_query).lower(), paper.title
+
+
 def test_framing_words_are_not_concepts_and_compounds_keep_their_spellings():
     concepts = {
         c.text: c

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from paperchat.rag.answer import CITATION_MARK, RetrievedPaper
 from paperchat.rag.chain import Sources
-from paperchat.rag.extractive import best_sentences
+from paperchat.rag.extractive import best_sentences, evidence_sentence
 
 CSS = """
 .pc-header { font-size: 0.92rem; color: var(--body-text-color-subdued); }
@@ -230,7 +230,11 @@ def _paper_entry(paper: RetrievedPaper, number: int, evidence: str) -> str:
 
 
 def evidence_of(paper: RetrievedPaper, query: str, sentences: int = 1) -> str:
-    """The sentence(s) of the paper's abstract that best answer the query (its best passage otherwise)."""
+    """What is quoted under a paper: for one sentence, the one naming the question's key concepts
+    together (as the extractive answer quotes it); for more, those that best answer the query (a
+    fact and its number); the paper's best passage otherwise."""
+    if sentences == 1:
+        return evidence_sentence(paper, query) or paper.passage
     return " ".join(best_sentences(query, paper.abstract or paper.passage, limit=sentences)) or paper.passage
 
 
