@@ -291,9 +291,14 @@ _SHORT_FORM = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9-]{1,9})\s*[;,)]")
 _ABBREVIATION = re.compile(r"\b[A-Za-z0-9-]*[A-Z][A-Za-z0-9-]*[A-Z][A-Za-z0-9-]*\b")
 
 
+def _without_plural(short: str) -> str:
+    """An abbreviation without its plural "s" ("LLMs" -> "LLM")."""
+    return short[:-1] if len(short) > 2 and short.endswith("s") and short[-2].isupper() else short
+
+
 def _singular(short: str) -> str:
-    """An abbreviation without its plural "s" ("LLMs" -> "llm"), lower-case."""
-    return (short[:-1] if len(short) > 2 and short.endswith("s") and short[-2].isupper() else short).lower()
+    """An abbreviation as it is looked up: without its plural "s", lower-case ("LLMs" -> "llm")."""
+    return _without_plural(short).lower()
 
 
 def long_form(short: str, before: str) -> str | None:
@@ -307,7 +312,7 @@ def long_form(short: str, before: str) -> str | None:
     >>> long_form("LLMs", "prompting large language models"), long_form("NAS", "we use the proposed method")
     ('large language models', None)
     """
-    short = short[:-1] if len(short) > 2 and short.endswith("s") and short[-2].isupper() else short
+    short = _without_plural(short)
     tokens = before.split()
     window = " ".join(tokens[-min(len(short) + 5, 2 * len(short)):])
     s, i = len(short) - 1, len(window) - 1
