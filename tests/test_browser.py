@@ -24,6 +24,8 @@ import pytest
 from conftest import REPO, make_settings
 from llm_server import FakeOpenAIServer
 
+from paperchat.eval.bench.harness import load_average
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -202,6 +204,10 @@ def set_answerer(page, name: str) -> None:
     if not settings.locator("#pc-undated").is_visible():
         settings.locator("button").first.click()
     page.get_by_label(name, exact=True).check()
+    # the choice reaches the server asynchronously; a question asked before it lands goes to the old one
+    page.wait_for_function(
+        "name => document.querySelector('.pc-header')?.innerText.includes('answerer ' + name)",
+        arg=name, timeout=10_000)
 
 
 def matching_titles(page) -> list[str]:
@@ -289,10 +295,6 @@ def show_last(page, selector: str) -> None:
     """Scroll the last element matching `selector` into view, in one step: the chat re-renders
     the message on every token, so a located element may be replaced before it is scrolled to."""
     page.evaluate("s => [...document.querySelectorAll(s)].pop()?.scrollIntoView({block: 'end'})", selector)
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 @pytest.mark.slow
