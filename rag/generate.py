@@ -27,10 +27,17 @@ from collections.abc import Callable, Iterator
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from paperchat.rag.answer import CITATION_MARK, Answer, QuestionKind, RetrievedPaper, enforce_citations
+from paperchat.rag.answer import (
+    CITATION_MARK,
+    Answer,
+    QuestionKind,
+    RetrievedPaper,
+    enforce_citations,
+    neutralise_markers,
+)
 from paperchat.rag.extractive import best_sentences
 from paperchat.rag.llm import LLMUnavailableError, token_counter, translate_llm_error
-from paperchat.rag.text import content_stems, split_sentences, stem
+from paperchat.rag.text import content_stems, fold_spaces, split_sentences, stem
 
 # Without the model's tokenizer (hosted and Ollama models) the prompt is budgeted at this many
 # characters per token: below the least the bundled abstracts reach with the local models'
@@ -273,6 +280,9 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
         cleaned = f"{cleaned}\n\n{listing}" if cleaned else listing
     elif not cleaned:
         raise LLMUnavailableError(f"model {name} returned an empty answer; try again or use another model")
+    elif (quote := source_quote(cleaned, query, matching[0] if matching else retrieved[0], number_of)):
+        yield "\n\n" + quote
+        cleaned = f"{cleaned}\n\n{quote}"
 
     numbering = {number: paper.id for number, paper in enumerate(retrieved, start=1)}
     text, citations, _ = enforce_citations(cleaned, retrieved, numbering)
@@ -285,6 +295,30 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
         timings["llm_first_token"] = round(first_token_s, 3)
     yield Answer(question=question, search_query=search_query, kind=kind, text=text, citations=citations,
                  retrieved=retrieved, answerer=f"llm:{name}", dropped_citations=dropped, timings_s=timings)
+
+
+def source_quote(answer: str, query: str, paper: RetrievedPaper, number_of: dict[str, int]) -> str:
+    """The answering paper's own best sentences, quoted beneath a fact answer the model wrote, when
+    the model's words may have lost or changed the fact: a sentence was marked unsupported, or the
+    quoted sentences state a number that the answer does not. Else "" (the model said it already).
+
+    The quote is the extractive answer's (`rag.extractive.best_sentences`): a reader checks the
+    model's sentence against the paper's own words without opening the sources.
+
+    >>> p = RetrievedPaper(id="a", title="T", score=1, rank=1,
+    ...                    abstract="We study subnetworks. They make up 0.2% of parameters.")
+    >>> print(source_quote("They are 10% of the parameters [1] (unsupported).", "How big?", p, {"a": 1}))
+    In the paper's words [1]: "We study subnetworks. They make up 0.2% of parameters."
+    >>> source_quote("They are 0.2% of the parameters [1].", "How big are they?", p, {"a": 1})
+    ''
+    """
+    sentences = best_sentences(query, " ".join(paper_statements(paper)), limit=2)
+    if not sentences:
+        return ""
+    quoted = " ".join(sentences)
+    if UNSUPPORTED not in answer and not numbers_in(quoted) - numbers_in(answer):
+        return ""
+    return f"In the paper's words [{number_of[paper.id]}]: \"{neutralise_markers(fold_spaces(quoted))}\""
 
 
 def chat_model_name(chat_model: BaseChatModel) -> str:
@@ -429,8 +463,9 @@ def best_supporting_paper(sentence: str, candidates: dict[int, RetrievedPaper]) 
 def check_support(text: str, shown: dict[int, RetrievedPaper]) -> str:
     """Each statement of `text` checked against the papers the model was shown.
 
-    A cited sentence that its cited papers do not support (`is_supported`) is marked
-    "(unsupported)"; an uncited one gets the `[n]` of a shown paper that supports it, or the mark.
+    A cited sentence that its cited papers do not support (`is_supported`) is cited instead to the
+    shown paper that does, or marked "(unsupported)"; an uncited one gets the `[n]` of a shown paper
+    that supports it, or the mark.
     Sentences with fewer than three content words ("In summary:") are left alone unless cited.
 
     >>> c = {2: RetrievedPaper(id="a", title="Channel pruning of ResNet-50", score=1, rank=1)}
@@ -438,6 +473,9 @@ def check_support(text: str, shown: dict[int, RetrievedPaper]) -> str:
     'Channel pruning shrinks ResNet-50 models [2]. Quantum gravity explains dark energy (unsupported).'
     >>> check_support("The capital is Paris [2].", c)
     'The capital is Paris [2] (unsupported).'
+    >>> c[1] = RetrievedPaper(id="b", title="Vision transformers scale with data", score=1, rank=2)
+    >>> check_support("Vision transformers scale with data [2].", c)
+    'Vision transformers scale with data [1].'
     """
     out_lines = []
     for line in text.split("\n"):
@@ -452,7 +490,14 @@ def _check_sentence(sentence: str, shown: dict[int, RetrievedPaper]) -> str:
     cited = [int(n) for mark in CITATION_MARK.findall(sentence) for n in mark.split(",")]
     if cited:
         papers = [shown[n] for n in cited if n in shown]
-        return sentence if is_supported(sentence, papers) else _append_mark(sentence, UNSUPPORTED)
+        if is_supported(sentence, papers):
+            return sentence
+        # A small model often writes the prompt's example number ("like [2]") for the paper it used:
+        # the sentence goes to the shown paper that states it, or is marked.
+        number = best_supporting_paper(CITATION_MARK.sub("", sentence), shown)
+        if number is None:
+            return _append_mark(sentence, UNSUPPORTED)
+        return _append_mark(re.sub(r"\s*" + CITATION_MARK.pattern, "", sentence), f"[{number}]")
     if len(content_words(sentence)) < 3:
         return sentence
     number = best_supporting_paper(sentence, shown)

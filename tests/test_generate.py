@@ -65,7 +65,7 @@ def assert_citations_map_to_retrieved(answer: Answer) -> None:
 
 
 def test_tokens_stream_before_the_answer():
-    reply = "Channel pruning shrinks ResNet-50 on ImageNet [1]."
+    reply = "Channel pruning keeps 75.8% top-1 of ResNet-50 on ImageNet with 40% fewer FLOPs [1]."
     tokens, answer = run(reply, make_papers())
     assert len(tokens) > 3
     assert "".join(tokens) == reply
@@ -79,7 +79,8 @@ def test_tokens_stream_before_the_answer():
 def test_markers_to_unretrieved_papers_are_stripped():
     reply = "Channel pruning shrinks ResNet-50 [1]. Transformers scale [9]. BERT fits in 4 bits [3, 7]."
     _, answer = run(reply, make_papers())
-    assert "[9]" not in answer.text and "7" not in answer.text
+    model_text = answer.text.split("\n\n")[0]  # a quote of the paper may follow (its numbers are missing)
+    assert "[9]" not in model_text and "7" not in model_text
     assert "Transformers scale" in answer.text and "[3]" in answer.text
     assert answer.dropped_citations == 2
     assert_citations_map_to_retrieved(answer)
@@ -98,8 +99,10 @@ def test_markers_to_papers_the_model_was_not_shown_are_stripped():
 def test_uncited_sentences_get_the_supporting_paper_or_are_marked_unsupported():
     reply = "Channel pruning keeps ImageNet accuracy of ResNet-50. Quantum gravity explains dark energy."
     _, answer = run(reply, make_papers())
-    assert answer.text == ("Channel pruning keeps ImageNet accuracy of ResNet-50 [1]. "
-                           "Quantum gravity explains dark energy (unsupported).")
+    model_text, quote = answer.text.split("\n\n")
+    assert model_text == ("Channel pruning keeps ImageNet accuracy of ResNet-50 [1]. "
+                          "Quantum gravity explains dark energy (unsupported).")
+    assert quote.startswith("In the paper's words [1]:")
     assert [c.id for c in answer.citations] == ["p1"]
     assert_citations_map_to_retrieved(answer)
 
@@ -209,15 +212,27 @@ def test_injected_claim_the_cited_paper_does_not_support_is_flagged(injection):
     assert "unsupported" not in second
 
 
-def test_a_number_the_cited_paper_does_not_state_is_flagged():
-    _, answer = run("Channel pruning keeps 91.3% top-1 accuracy on ImageNet [1].", make_papers())
-    assert answer.text.endswith("(unsupported).")
+def test_a_number_the_cited_paper_does_not_state_is_flagged_and_the_paper_quoted():
+    tokens, answer = run("Channel pruning keeps 91.3% top-1 accuracy on ImageNet [1].", make_papers())
+    claim, quote = answer.text.split("\n\n")
+    assert claim.endswith("(unsupported).")
+    # the reader sees the paper's own figure beneath the model's wrong one, cited to the same paper
+    assert quote.startswith("In the paper's words [1]:") and "75.8% top-1" in quote
+    assert quote in "".join(tokens)
+    assert_citations_map_to_retrieved(answer)
+
+
+def test_a_fact_answer_that_states_the_papers_figures_is_not_followed_by_a_quote():
+    reply = "Channel pruning keeps 75.8% top-1 on ImageNet with 40% fewer FLOPs for ResNet-50 [1]."
+    _, answer = run(reply, make_papers())
+    assert answer.text == reply
 
 
 def test_markers_written_after_the_full_stop_stay_with_their_sentence():
     reply = "Channel pruning keeps ImageNet accuracy of ResNet-50. [1] BERT fits in 4 bits. [3]"
     _, answer = run(reply, make_papers())
-    assert answer.text == "Channel pruning keeps ImageNet accuracy of ResNet-50 [1]. BERT fits in 4 bits [3]."
+    model_text = answer.text.split("\n\n")[0]
+    assert model_text == "Channel pruning keeps ImageNet accuracy of ResNet-50 [1]. BERT fits in 4 bits [3]."
 
 
 def test_a_list_reply_that_only_repeats_titles_gives_way_to_the_list():
@@ -278,3 +293,13 @@ def test_unguarded_model_faults_are_translated_mid_stream():
         for event in stream_llm_answer("q", "q", "single", make_papers(), [], model):
             received.append(event)  # noqa: PERF402 - what came before the fault
     assert received == ["one", " "]
+
+
+def test_a_sentence_cited_to_the_wrong_paper_goes_to_the_paper_that_states_it():
+    # the shipped 1.5B model wrote "[2]" (the system prompt's example) for its top paper's facts
+    papers = make_papers()
+    _, answer = run("BERT weights are quantized to 4 bits with little loss on GLUE [1].", papers,
+                    matching=[papers[2]])
+    assert answer.text == "BERT weights are quantized to 4 bits with little loss on GLUE [3]."
+    assert [c.id for c in answer.citations] == ["p3"]
+    assert_citations_map_to_retrieved(answer)
