@@ -252,7 +252,17 @@ def test_year_chart_says_what_share_of_the_matches_it_covers(display_chat):
 
 
 def test_llm_summary_streams_beneath_the_papers_in_the_same_numbering(display_index):
-    reply = "Two papers combine pruning with distillation [1] [2]. One keeps 76.1% accuracy [3]."
+    chat = PaperChat.open(display_index)
+    try:
+        sources = chat.search(PRUNE)
+    finally:
+        chat.close()
+    model_order = [p.title for p in sources.matching] + [
+        p.title for p in sources.retrieved if p.id not in {m.id for m in sources.matching}
+    ]
+    # the model numbers papers in this order; its third claim cites the paper that states it
+    convnet = 1 + next(i for i, title in enumerate(model_order) if title.startswith("ConvNet"))
+    reply = f"Two papers combine pruning with distillation [1] [2]. One keeps 76.1% top-1 [{convnet}]."
     with FakeOpenAIServer(reply=reply, token_delay_s=0.02) as server:
         settings = make_settings(
             display_index.store.index_dir,
@@ -261,7 +271,6 @@ def test_llm_summary_streams_beneath_the_papers_in_the_same_numbering(display_in
         chat = PaperChat.open(settings)
         try:
             updates = ask(chat, PRUNE, answerer="openai")
-            sources = chat.search(PRUNE)
         finally:
             chat.close()
     contents = [u.messages[-1]["content"] for u in updates]
@@ -278,12 +287,9 @@ def test_llm_summary_streams_beneath_the_papers_in_the_same_numbering(display_in
     assert "Summary by the openai model" in summary and "papers match" not in summary
     # Each [n] of the summary is the paper under n in the list and the panel.
     rows = {number: title for number, _, _, title in panel_rows(updates[-1].sources_html)}
-    model_order = [p.title for p in sources.matching] + [
-        p.title for p in sources.retrieved if p.id not in {m.id for m in sources.matching}
-    ]
     shown = [int(n) for n in re.findall(r"&#91;(\d+)&#93;", summary)]
     assert len(shown) == 3
-    for model_number, number in zip([1, 2, 3], shown):
+    for model_number, number in zip([1, 2, convnet], shown):
         assert rows[number] == as_paper_text(model_order[model_number - 1])
 
 
