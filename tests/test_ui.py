@@ -514,3 +514,26 @@ def test_ask_refuses_an_inverted_year_range_before_searching(display_index, caps
     )
     out, err = capsys.readouterr()
     assert code == 1 and "year range is empty" in err and "searching" not in err and out == ""
+
+
+def test_a_fact_answers_quote_of_its_paper_is_not_repeated_beneath_the_paper_card(display_index):
+    # The model's sentence lacks the paper's figure, so the answer carries the paper's words for the
+    # record (CLI --json, exports, eval); the page shows those sentences in the paper card already.
+    question = "What top-1 accuracy does channel pruning keep on ResNet-50 at 75% sparsity?"
+    with FakeOpenAIServer(reply="Channel pruning keeps most of the accuracy [1].") as server:
+        settings = make_settings(
+            display_index.store.index_dir,
+            llm={"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
+        )
+        chat = PaperChat.open(settings)
+        try:
+            answer = chat.ask(question, answerer="openai")
+            updates = ask(chat, question, answerer="openai")
+        finally:
+            chat.close()
+    assert "In the paper's words [1]:" in answer.text and "76.1" in answer.text
+    final = updates[-1].messages[-1]["content"]
+    card, summary = final.split('<div class="pc-synthesis">', 1)
+    assert "76.1" in card
+    assert "Channel pruning keeps most of the accuracy" in summary
+    assert "In the paper" not in summary and "76.1" not in summary

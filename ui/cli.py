@@ -131,9 +131,9 @@ class _SummaryPrinter:
         self.pending, self.started = "", False
 
     def add(self, piece: str) -> None:
-        from paperchat.ui.render import renumber, without_match_list
+        from paperchat.ui.render import model_words, renumber
 
-        if not without_match_list(piece).strip():  # the list appended to a list answer: printed above
+        if not model_words(piece).strip():  # a list's matches or a fact's quote: printed above
             return
         if not self.started:
             self.started = True

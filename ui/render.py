@@ -279,21 +279,27 @@ def render_papers(sources: Sources, numbers: Mapping[str, int]) -> str:
     return f'<div class="pc-papers"><h4>{heading}</h4>{searched}{entries}{related_html}</div>'
 
 
-_MATCH_LIST = re.compile(r"(?:^|\n\s*\n)\d+ papers? match(?:es)?:(?:\n\d+\. [^\n]*)*\s*$")
+# What an LLM answer appends to the model's words, which the page and the terminal show above them:
+# the numbered list of a list answer's matches, and a fact answer's quote of its paper.
+_APPENDED = re.compile(r"(?:^|\n\s*\n)(?:\d+ papers? match(?:es)?:(?:\n\d+\. [^\n]*)*"
+                       r"|In the paper's words \[\d+\]: \"[^\n]*\")\s*$")
 
 
-def without_match_list(text: str) -> str:
-    r"""An LLM list answer without the numbered list of matches appended to it (the page shows them above).
+def model_words(text: str) -> str:
+    r"""An LLM answer without what it appends for the record (the numbered list of matches, the
+    quote of a fact's paper): the page and the terminal already show those papers and sentences above.
 
-    >>> without_match_list("Both prune filters [1], [2].\n\n2 papers match:\n1. A [1]\n2. B (2020) [2]")
+    >>> model_words("Both prune filters [1], [2].\n\n2 papers match:\n1. A [1]\n2. B (2020) [2]")
     'Both prune filters [1], [2].'
+    >>> model_words('It reaches 80.67% [1].\n\nIn the paper\'s words [1]: "It reaches 80.67% on ImageNet."')
+    'It reaches 80.67% [1].'
     """
-    return _MATCH_LIST.sub("", text)
+    return _APPENDED.sub("", text)
 
 
 def render_synthesis(label: str, text: str) -> str:
     """The LLM's own words beneath the papers (its `[n]` already in the page's numbering)."""
-    body = as_text(without_match_list(text).strip()).replace("\n", "<br>")
+    body = as_text(model_words(text).strip()).replace("\n", "<br>")
     return (
         f'<div class="pc-synthesis"><h4>{as_text(label)}</h4>'
         f'<div class="pc-synthesis-text">{body}</div></div>'
