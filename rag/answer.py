@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 QuestionKind = Literal["list", "single", "none"]
 
 CITATION_MARK = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+# Opens the quote of its paper that an LLM fact answer may carry beneath the model's words.
+QUOTE_LEAD = "In the paper's words"
 
 
 def neutralise_markers(paper_text: str) -> str:

@@ -29,6 +29,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from paperchat.rag.answer import (
     CITATION_MARK,
+    QUOTE_LEAD,
     Answer,
     QuestionKind,
     RetrievedPaper,
@@ -312,13 +313,10 @@ def source_quote(answer: str, query: str, paper: RetrievedPaper, number_of: dict
     >>> source_quote("They are 0.2% of the parameters [1].", "How big are they?", p, {"a": 1})
     ''
     """
-    sentences = best_sentences(query, " ".join(paper_statements(paper)), limit=2)
-    if not sentences:
+    quoted = paper_excerpt(query, paper, 2)
+    if not quoted or (UNSUPPORTED not in answer and not numbers_in(quoted) - numbers_in(answer)):
         return ""
-    quoted = " ".join(sentences)
-    if UNSUPPORTED not in answer and not numbers_in(quoted) - numbers_in(answer):
-        return ""
-    return f"In the paper's words [{number_of[paper.id]}]: \"{neutralise_markers(fold_spaces(quoted))}\""
+    return f"{QUOTE_LEAD} [{number_of[paper.id]}]: \"{neutralise_markers(fold_spaces(quoted))}\""
 
 
 def chat_model_name(chat_model: BaseChatModel) -> str:
@@ -494,10 +492,9 @@ def _check_sentence(sentence: str, shown: dict[int, RetrievedPaper]) -> str:
             return sentence
         # A small model often writes the prompt's example number ("like [2]") for the paper it used:
         # the sentence goes to the shown paper that states it, or is marked.
-        number = best_supporting_paper(CITATION_MARK.sub("", sentence), shown)
-        if number is None:
-            return _append_mark(sentence, UNSUPPORTED)
-        return _append_mark(re.sub(r"\s*" + CITATION_MARK.pattern, "", sentence), f"[{number}]")
+        bare = re.sub(r"\s*" + CITATION_MARK.pattern, "", sentence)
+        number = best_supporting_paper(bare, shown)
+        return _append_mark(sentence, UNSUPPORTED) if number is None else _append_mark(bare, f"[{number}]")
     if len(content_words(sentence)) < 3:
         return sentence
     number = best_supporting_paper(sentence, shown)

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from paperchat.rag.answer import CITATION_MARK, RetrievedPaper
+from paperchat.rag.answer import CITATION_MARK, QUOTE_LEAD, RetrievedPaper
 from paperchat.rag.chain import Sources
 from paperchat.rag.extractive import best_sentences, evidence_sentence
 
@@ -282,7 +282,7 @@ def render_papers(sources: Sources, numbers: Mapping[str, int]) -> str:
 # What an LLM answer appends to the model's words, which the page and the terminal show above them:
 # the numbered list of a list answer's matches, and a fact answer's quote of its paper.
 _APPENDED = re.compile(r"(?:^|\n\s*\n)(?:\d+ papers? match(?:es)?:(?:\n\d+\. [^\n]*)*"
-                       r"|In the paper's words \[\d+\]: \"[^\n]*\")\s*$")
+                       rf"|{re.escape(QUOTE_LEAD)} \[\d+\]: \"[^\n]*\")\s*$")
 
 
 def model_words(text: str) -> str:
