@@ -537,3 +537,17 @@ def test_a_fact_answers_quote_of_its_paper_is_not_repeated_beneath_the_paper_car
     assert "76.1" in card
     assert "Channel pruning keeps most of the accuracy" in summary
     assert "In the paper" not in summary and "76.1" not in summary
+
+
+def test_the_terminal_summary_keeps_a_space_the_model_streams_alone(capsys):
+    # Qwen streams "is", " ", "8", "0", ...: the lone space must survive (it printed "is80.67%"),
+    # while the quote of the paper appended to a fact answer stays hidden (the card above shows it).
+    from paperchat.ui.cli import _SummaryPrinter
+
+    printer = object.__new__(_SummaryPrinter)
+    printer.by_number, printer.numbers, printer.pending, printer.started = {1: "a"}, {"a": 1}, "", False
+    for piece in [" ", "It", " is", " ", "8", "0", ".", "6", "7", "%", " [", "1", "].",
+                  '\n\nIn the paper\'s words [1]: "It reaches 80.67%."']:
+        printer.add(piece)
+    printer.finish()
+    assert capsys.readouterr().out == "\nSummary:\nIt is 80.67% [1].\n"

@@ -133,7 +133,9 @@ class _SummaryPrinter:
     def add(self, piece: str) -> None:
         from paperchat.ui.render import model_words, renumber
 
-        if not model_words(piece).strip():  # a list's matches or a fact's quote: printed above
+        if piece.strip() and not model_words(piece).strip():  # matches or a quote: shown above
+            return
+        if not piece.strip() and not self.started:  # a space the model streams alone is kept, once it writes
             return
         if not self.started:
             self.started = True
