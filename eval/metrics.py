@@ -1,9 +1,11 @@
 """Retrieval and answer metrics: pure functions over ids, texts and result records.
 
-Ranking metrics (recall@k, MRR, nDCG) are computed by `ranx` with binary relevance, the conventions
-of BEIR / trec_eval, so numbers here agree with published BEIR tables: nDCG uses the log2 discount
-and an ideal DCG over ``min(k, |relevant|)`` documents. A metric whose denominator is empty for a
-run (no unanswerable questions, say) is ``None`` in `score_results`, never a made-up 0 or 1.
+Ranking metrics (recall@k, MRR, nDCG) use binary relevance and the conventions of BEIR / trec_eval,
+so numbers here agree with `ranx` (tests/test_eval_metrics.py checks) and published BEIR tables:
+nDCG uses the log2 discount and an ideal DCG over ``min(k, |relevant|)`` documents. A metric whose
+denominator is empty for a run (no unanswerable questions, say) is ``None`` in `score_results`, never
+a made-up 0 or 1. (Written here rather than imported from ranx: ranx costs 14 s to import and over a
+minute of numba compiling on first use, on every `paperchat eval`.)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Collection, Iterable, Sequence
 from statistics import fmean
 
 ANSWERABLE_KINDS = ("list", "single")
-# The ranking metrics of `score_results`: our key, ranx's name (MRR over all ranks).
+# The ranking metrics of `score_results`: our key, the metric's name (MRR over all ranks).
 RANKING_METRICS = {"recall_at_5": "recall@5", "recall_at_10": "recall@10", "recall_at_20": "recall@20",
                    "mrr": "mrr", "ndcg_at_10": "ndcg@10"}
 # The keys of `score_results`, in report order (plus "counts", a dict of questions per kind).
@@ -29,35 +31,47 @@ def _require_relevant(relevant: Collection[str]) -> None:
         raise ValueError("no relevant ids: ranking metrics are undefined; skip this query")
 
 
+def _metric_score(metric: str, ranking: list[str], relevant: set[str]) -> float:
+    """One query's score on one metric ("recall@10", "ndcg@10", "mrr", "mrr@10")."""
+    name, _, cut = metric.partition("@")
+    if cut and (not cut.isdigit() or int(cut) < 1):
+        raise ValueError(f"unknown metric {metric!r}: the cut-off after @ must be a whole number ≥ 1")
+    top = ranking[:int(cut)] if cut else ranking
+    if name == "recall":
+        if not cut:
+            raise ValueError(f"unknown metric {metric!r}: recall needs a cut-off, like recall@10")
+        return sum(doc in relevant for doc in top) / len(relevant)
+    if name == "mrr":
+        return next((1.0 / rank for rank, doc in enumerate(top, start=1) if doc in relevant), 0.0)
+    if name == "ndcg":
+        k = int(cut) if cut else len(ranking)
+        dcg = sum(1.0 / math.log2(rank + 1) for rank, doc in enumerate(top, start=1) if doc in relevant)
+        ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(k, len(relevant)) + 1))
+        return dcg / ideal
+    raise ValueError(f"unknown metric {metric!r}: use recall@k, ndcg@k, mrr or mrr@k")
+
+
 def ranking_scores(rankings: dict[str, Sequence[str]], relevant: dict[str, Collection[str]],
                    metrics: Sequence[str]) -> dict[str, float]:
-    """Ranking metrics by `ranx` (its names: "recall@10", "ndcg@10", "mrr", "mrr@10"), each the mean
-    over the queries of `relevant`; a query missing from `rankings` scores 0.
+    """Ranking metrics ("recall@10", "ndcg@10", "mrr", "mrr@10", ranx's names), each the mean over the
+    queries of `relevant`; a query missing from `rankings` scores 0.
 
     Relevance is binary; a repeated id keeps its first rank.
 
     >>> ranking_scores({"q1": ["x", "a", "b"], "q2": ["c"]}, {"q1": {"a", "b"}, "q2": {"c"}},
     ...                ["recall@1", "mrr"])
     {'recall@1': 0.5, 'mrr': 0.75}
+    >>> round(ranking_scores({"q": ["x", "a"]}, {"q": {"a"}}, ["ndcg@10"])["ndcg@10"], 4)
+    0.6309
     """
     for ids in relevant.values():
         _require_relevant(ids)
-    # ranx pulls in numba, seconds to import: only a run being scored pays for it.
-    from ranx import Qrels, Run, evaluate
-
-    run = {}
-    for query, ids in rankings.items():
-        unique = list(dict.fromkeys(ids))
-        if query in relevant and unique:
-            # ranx ranks by score: the score is the rank counted from the bottom, so ranx keeps our order.
-            run[query] = {doc: float(len(unique) - rank) for rank, doc in enumerate(unique)}
-    if not run:
-        return dict.fromkeys(metrics, 0.0)
-    qrels = Qrels({query: dict.fromkeys(ids, 1) for query, ids in relevant.items()})
-    per_query = evaluate(qrels, Run(run), list(metrics), return_mean=False, make_comparable=True)
-    if len(metrics) == 1:  # ranx answers a single metric with its bare array
-        per_query = {metrics[0]: per_query}
-    return {metric: fmean(per_query[metric]) for metric in metrics}
+    per_query = {metric: [] for metric in metrics}
+    for query, ids in relevant.items():
+        ranking, gold = list(dict.fromkeys(rankings.get(query, ()))), set(ids)
+        for metric in metrics:
+            per_query[metric].append(_metric_score(metric, ranking, gold))
+    return {metric: fmean(scores) if scores else 0.0 for metric, scores in per_query.items()}
 
 
 def citation_precision(cited_ids: Iterable[str], gold_ids: Collection[str]) -> float:
@@ -290,7 +304,7 @@ def score_results(records: list[dict]) -> dict:
     }
 
 
-# The metrics of `score_beir`: our key, ranx's name.
+# The metrics of `score_beir`: our key, the metric's name.
 BEIR_METRICS = {"ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10", "recall_at_100": "recall@100",
                 "mrr_at_10": "mrr@10"}
 
