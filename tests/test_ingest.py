@@ -124,9 +124,15 @@ def test_corrupt_or_foreign_index_gives_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_ingest(tmp_path):
     """A kill -9 after some batches were written; the next run must reach the clean state."""
-    from paperchat.ingest.sources import bundled_corpus_dir
+    from paperchat.ingest.sources import bundled_corpus_dir, iter_records
+    from paperchat.rag.papers import Paper
 
-    source = sorted(bundled_corpus_dir().glob("*.txt"))[1]  # ~235 papers: several write batches
+    # 150 papers of a bundled dump: three write batches (64, 64, 22), so a kill can land between them
+    dump = sorted(bundled_corpus_dir().glob("*.txt"))[1]
+    papers = [record for record in iter_records(dump) if isinstance(record, Paper)][:150]
+    assert len(papers) == 150
+    fields = ("id", "title", "abstract", "year")
+    source = write_jsonl(tmp_path / "papers.jsonl", [{f: getattr(p, f) for f in fields} for p in papers])
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     process = subprocess.Popen([sys.executable, "-m", "paperchat.ui.cli", "ingest", str(source),
                                 "--index", str(killed_dir), "--quiet"],
@@ -151,7 +157,7 @@ def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_ingest(tmp_path):
     assert process.returncode == -signal.SIGKILL, "ingest finished before it could be killed"
     killed = make_settings(killed_dir)
     half = state(killed)
-    assert 0 < len(half["hashes"]) < 235
+    assert 0 < len(half["hashes"]) < 150
 
     run_cli("ingest", str(source), "--index", str(killed_dir), "--quiet", check_rc=0)
     ingest([source], make_settings(clean_dir))

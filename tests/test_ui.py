@@ -112,6 +112,15 @@ def last_message(updates) -> str:
     return updates[-1].messages[-1]["content"]
 
 
+def chart(updates) -> dict:
+    """The year chart as the page shows it after these updates: the last one that changed it (the chart is
+    sent once, not with every streamed word)."""
+    changes = [u.histogram for u in updates if set(u.histogram) - {"__type__"}]
+    assert [u for u in updates if "value" in u.histogram and u.histogram["value"] is not None][1:] == [], \
+        "the chart was sent more than once"
+    return changes[-1]
+
+
 def numbered_titles(html: str) -> dict[int, str]:
     """Number → title of the papers an assistant message lists as the answer (not the possibly related)."""
     listed = html.split('<div class="pc-related">')[0]
@@ -163,11 +172,11 @@ def test_sources_panel_shares_the_numbering_and_says_match_instead_of_scores(cha
 
 
 def test_fact_question_shows_the_paper_with_the_sentence_that_answers(chat):
-    final = ask(chat, "What top-1 accuracy does MEAL V2 reach on ImageNet?")[-1]
-    message = final.messages[-1]["content"]
+    updates = ask(chat, "What top-1 accuracy does MEAL V2 reach on ImageNet?")
+    message = last_message(updates)
     assert "The paper that answers it" in message and "MEAL V2" in message and "80.67%" in message
     assert list(numbered_titles(message)) == [1]
-    assert final.histogram["visible"] is False
+    assert chart(updates)["visible"] is False
 
 
 def test_off_topic_question_says_so_plainly_without_exports(chat):
@@ -241,12 +250,16 @@ def test_a_bad_year_range_is_refused_before_searching(display_chat, low, high, m
 
 
 def test_year_chart_says_what_share_of_the_matches_it_covers(display_chat):
-    final = ask(display_chat, PRUNE)[-1]
+    updates = ask(display_chat, PRUNE)
     matching = display_chat.search(PRUNE).matching
     dated = sum(1 for p in matching if p.year)
     assert 0 < dated < len(matching)
-    assert final.histogram["visible"] is True and final.histogram["value"] is not None
-    title = final.histogram["value"].axes[0].get_title(loc="left")
+    shown = chart(updates)
+    assert shown["visible"] is True and shown["value"] is not None
+    title = shown["value"].axes[0].get_title(loc="left")
+    # the papers are not held back while the chart is drawn: they go out in an update of their own, first
+    with_papers = next(n for n, u in enumerate(updates) if "matching papers" in u.messages[-1]["content"])
+    assert next(n for n, u in enumerate(updates) if u.histogram is shown) > with_papers
     assert title.startswith(f"{dated} of {len(matching)} matching papers are dated")
     assert f"{len(matching) - dated} undated are not shown" in title
 

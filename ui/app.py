@@ -236,16 +236,20 @@ def respond(
     messages.append({"role": "user", "content": as_text(question) if question else "(empty message)"})
     messages.append({"role": "assistant", "content": render_status("Searching the papers…")})
     turn = _Turn(answerer=answerer)
+    # The chart goes out with the next update only: Gradio draws a figure to PNG each time it is sent
+    # (a tenth of a second or more on a busy core), and updates come with every streamed word.
     histogram: dict = _hidden()
 
     def update(content: str, files: tuple[str, str] | None = None, working: bool = False) -> ChatUpdate:
+        nonlocal histogram
         messages[-1] = {"role": "assistant", "content": content}
         bib, table = files or (None, None)
+        chart, histogram = histogram, gr.update()
         return ChatUpdate(
             list(messages),
             conversation,
             render_sources(turn.sources, turn.numbers or None),
-            histogram,
+            chart,
             gr.update(value=bib, visible=bib is not None),
             gr.update(value=table, visible=table is not None),
             "",
@@ -296,6 +300,8 @@ def respond(
             if isinstance(event, Sources):
                 turn.sources, turn.numbers = event, paper_numbers(event)
                 if event.kind == "list" and event.matching:
+                    shown = turn.render(chat, working=True)
+                    yield update(shown, working=True)  # the papers first, their chart just after
                     histogram = _histogram_update(event)
             elif isinstance(event, Notice):
                 turn.notice = event.text
