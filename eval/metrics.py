@@ -102,12 +102,13 @@ _QUOTES = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
 
 def normalize_fact(text: str) -> str:
     """Fold what differs between two ways of writing one fact: case, accents, unicode forms,
-    thousands separators, spacing before ``%`` (and the word "percent"), dashes, quotes, spaces.
+    thousands separators, spacing before ``%`` (and the word "percent"), dashes, quotes, spaces,
+    and a hyphen between a number and its unit ("128-bytes" is "128 bytes"; "top-1" stays).
 
     >>> normalize_fact("Top-1 accuracy of 80.67 % on 1,281,167\u202fimages")
     'top-1 accuracy of 80.67% on 1281167 images'
-    >>> normalize_fact("12\u2009000 GPU\u2013hours, 3 percent")
-    '12000 gpu-hours, 3%'
+    >>> normalize_fact("12\u2009000 GPU\u2013hours, 3 percent, 128-bytes")
+    '12000 gpu-hours, 3%, 128 bytes'
     """
     text = re.sub(rf"(?<=\d)[{_DIGIT_GROUP_SPACES}](?=\d{{3}}(?!\d))", "", text)
     text = unicodedata.normalize("NFKD", text)
@@ -116,6 +117,7 @@ def normalize_fact(text: str) -> str:
     text = text.translate(str.maketrans(_QUOTES))
     text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
     text = re.sub(r"(?<=\d)\s*(?:%|percent\b|per cent\b)", "%", text)
+    text = re.sub(r"(?<=\d)-(?=[a-z])", " ", text)
     return " ".join(text.split())
 
 
