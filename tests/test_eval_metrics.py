@@ -40,7 +40,7 @@ QRELS = {
 
 
 # Every metric eval reports, and a few more cut-offs.
-ORACLE_METRICS = ["ndcg@10", "ndcg@3", "recall@1", "recall@5", "recall@10", "recall@20", "recall@100",
+ORACLE_METRICS = ["ndcg@10", "ndcg@3", "ndcg", "recall@1", "recall@5", "recall@10", "recall@20", "recall@100",
                   "mrr", "mrr@10"]
 
 
