@@ -44,7 +44,7 @@ def _metric_score(metric: str, ranking: list[str], relevant: set[str]) -> float:
     if name == "mrr":
         return next((1.0 / rank for rank, doc in enumerate(top, start=1) if doc in relevant), 0.0)
     if name == "ndcg":
-        k = int(cut) if cut else len(relevant)  # no cut-off: the ideal ranks every relevant id
+        k = int(cut) if cut else len(ranking)  # no cut-off: ranx's convention, k = the ranking's length
         dcg = sum(1.0 / math.log2(rank + 1) for rank, doc in enumerate(top, start=1) if doc in relevant)
         ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(k, len(relevant)) + 1))
         return dcg / ideal
