@@ -259,6 +259,35 @@ def test_papers_show_at_once_while_the_llm_writes_and_stop_stops_it(browser_page
     assert page.dialogs == [] and page.outside_requests == []
 
 
+def test_a_follow_up_typed_while_the_answer_streams_is_kept_and_asked_when_it_ends(
+    browser_page, display_chat_url, tmp_path
+):
+    page = browser_page
+    page.goto(display_chat_url)
+    page.locator(".pc-header").wait_for(timeout=30_000)
+    submit(page, PRUNE)
+    page.wait_for_function(
+        "() => document.querySelector('#pc-chat .pc-synthesis-text')?.innerText.length > 20", timeout=60_000
+    )
+    follow_up = "Which of those use knowledge distillation?"
+    box = page.locator("#pc-question textarea")
+    box.fill(follow_up)
+    page.wait_for_timeout(1500)  # some 25 more words stream in
+    assert box.input_value() == follow_up  # not wiped by the answer's updates
+    set_answerer(page, "extractive")
+    box.press("Enter")  # while the first answer is still being written
+    page.wait_for_timeout(500)
+    assert page.locator("#pc-chat .pc-papers").count() == 1  # it waits for the first answer
+    page.locator("#pc-stop").click()
+    page.wait_for_function("() => document.querySelectorAll('#pc-chat .pc-papers').length >= 2")
+    wait_until_done(page)
+    assert page.locator("#pc-chat .pc-stopped").count() == 1
+    assert page.get_by_text(follow_up).count() == 1  # asked once, and no longer in the box
+    assert box.input_value() == ""
+    assert matching_titles(page)
+    shot(page, tmp_path, "3b-follow-up-typed-while-streaming")
+
+
 @pytest.fixture
 def default_local_model() -> Path:
     """The shipped default GGUF model, assembled; skips when xllamacpp or the model parts are missing."""

@@ -154,7 +154,10 @@ def test_matching_papers_with_evidence_come_first_and_stay(chat):
     assert numbered_titles(final) == listed
     assert "pc-status" not in final  # no "searching…" left once done
     assert updates[-1].messages[-2] == {"role": "user", "content": as_text(PRUNE)}
-    assert updates[-1].textbox == ""
+    # The box is emptied once, at once; later updates leave it alone, so a follow-up typed while the
+    # answer streams is not wiped by the next word.
+    assert updates[0].textbox == ""
+    assert all(update.textbox == {"__type__": "update"} for update in updates[1:])
 
 
 def test_sources_panel_shares_the_numbering_and_says_match_instead_of_scores(chat):

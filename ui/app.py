@@ -239,12 +239,16 @@ def respond(
     # The chart goes out with the next update only: Gradio draws a figure to PNG each time it is sent
     # (a tenth of a second or more on a busy core), and updates come with every streamed word.
     histogram: dict = _hidden()
+    # The question box is emptied by the first update only: a follow-up typed while this answer
+    # streams must not be wiped by the next word (Enter then asks it once this answer ends).
+    question_box: object = ""
 
     def update(content: str, files: tuple[str, str] | None = None, working: bool = False) -> ChatUpdate:
-        nonlocal histogram
+        nonlocal histogram, question_box
         messages[-1] = {"role": "assistant", "content": content}
         bib, table = files or (None, None)
         chart, histogram = histogram, gr.update()
+        box, question_box = question_box, gr.update()
         return ChatUpdate(
             list(messages),
             conversation,
@@ -252,7 +256,7 @@ def respond(
             chart,
             gr.update(value=bib, visible=bib is not None),
             gr.update(value=table, visible=table is not None),
-            "",
+            box,
             gr.update(visible=working),
         )
 
@@ -633,6 +637,8 @@ def build_app(chat: PaperChat, settings: Settings) -> gr.Blocks:
             "api_name": "ask",
             "show_progress": "hidden",
             "concurrency_limit": CHAT_CONCURRENCY,
+            # Enter while an answer is still coming asks once it ends (Gradio's default drops it).
+            "trigger_mode": "always_last",
         }
         textbox.submit(**ask)
         examples.click(
