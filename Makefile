@@ -16,7 +16,8 @@ STAMP := $(VENV)/.paperchat-installed
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= local,openai,ollama
-PYTEST_ARGS ?=
+# The slowest tests are listed at the end of every run, so a test that grows slow shows up in CI's log.
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: setup run ingest test test-fast bench clean
 
