@@ -147,8 +147,8 @@ class LLMSettings(Section):
         2, ge=0, le=10, description="retries of the openai back-end after HTTP 429/5xx or a dropped "
         "connection (local and ollama are not retried)")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for the local model; unset = all cores but one (llama.cpp's "
-        "threads wait for each other, so on busy cores fewer answer sooner)")
+        None, ge=1, description="CPU threads for the local model; unset = every core this process may use "
+        "(on 2 cores, 2 threads gave the first word 27 % sooner than 1 idle and 26 % sooner under load)")
 
 
 class UISettings(Section):

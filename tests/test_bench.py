@@ -172,3 +172,37 @@ def test_a_faster_backend_without_its_packages_names_what_to_install():
         pytest.skip("optimum is installed here: the ONNX back-end loads")
     with pytest.raises(EmbeddingModelError, match=r"sentence-transformers\[onnx\]"):
         make_embeddings(EmbeddingSettings(backend="onnx")).model  # noqa: B018 - loading is the point
+
+
+def test_the_local_model_report_gives_each_thread_count_idle_and_under_load(tmp_path):
+    from paperchat.eval.bench.report import write_markdown
+
+    def llm(busy: int, ttft: dict[str, float]) -> dict:
+        return {
+            "status": "ok",
+            "busy_processes": busy,
+            "default_threads": 2,
+            "load_average": [1.0, 1.0, 1.0],
+            "note": "TTFT = call to first token",
+            "variants": {
+                threads: {
+                    "model_load_s": 5.0,
+                    "ttft_s": {"median": seconds, "min": seconds, "max": seconds, "n": 1},
+                    "ttft_p95_s": seconds,
+                    "pieces_per_s": {"median": 6.0, "min": 6.0, "max": 6.0, "n": 1},
+                }
+                for threads, seconds in ttft.items()
+            },
+        }
+
+    machine = {"cpu": "cpu", "cores": 2, "ram_gib": 1, "os": "os", "python": "3", "torch": "t",
+               "torch_threads": 2, "sentence_transformers": "s", "chromadb": "c",
+               "load_average_at_start": [1.0], "date": "today"}
+    results = {"machine": machine, "argv": [], "runs": 1,
+               "llm": llm(0, {"1": 31.5, "2": 23.0}), "llm_under_load": llm(2, {"1": 58.3, "2": 42.9})}
+    write_markdown(results, tmp_path / "BENCHMARKS.md")
+    idle, loaded = (tmp_path / "BENCHMARKS.md").read_text().split("## Local LLM under load")
+    assert "## Local LLM\n" in idle and "No busy-loop processes" in idle
+    assert "| 1 | 5.0 s | 31.5 s (31.5-31.5, n=1) |" in idle and "| 2 | 5.0 s | 23.0 s" in idle
+    assert "2 busy-loop processes ran alongside" in loaded
+    assert "| 1 | 5.0 s | 58.3 s" in loaded and "| 2 | 5.0 s | 42.9 s" in loaded

@@ -39,6 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-llm", action="store_true", help="do not load the local LLM")
     parser.add_argument(
+        "--llm-threads",
+        default="",
+        help="local-model thread counts to compare, comma-separated (default: the default count only)",
+    )
+    parser.add_argument(
+        "--llm-questions", type=int, default=5, help="questions timed per thread count (after one warm-up)"
+    )
+    parser.add_argument(
+        "--llm-busy",
+        type=int,
+        default=0,
+        help="busy-loop processes run beside the local model: its time to first token under load",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="sizes 1000,10000 and 3 runs unless given; no bf16 or batch-64 torch variants",
@@ -125,13 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": sizes,
         "skipped": sorted(skip),
     }
+    # The local model idle and under load (--llm-busy) are kept apart, so that a run can add one to the other.
+    llm_section = "llm_under_load" if args.llm_busy else "llm"
     if args.merge and (out / "bench.json").exists():
         previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
-        for name in skip & set(previous):
+        produced = {llm_section if name == "llm" else name for name in set(SECTIONS) - skip}
+        kept = (set(SECTIONS) | {"llm_under_load"}) - produced
+        for name in kept & set(previous):
             results[name] = previous[name]
         if "plot" in previous and "retrieval" in skip:
             results["plot"] = previous["plot"]
-        results["merged_from_previous_run"] = sorted(skip & set(previous))
+        results["merged_from_previous_run"] = sorted(kept & set(previous))
 
     from paperchat.eval.bench.report import targets, write_markdown
 
@@ -183,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     section("answer", lambda: bench_answer(bundled_dir, args.runs))
-    section("llm", lambda: bench_llm(bundled_dir))
+    threads = tuple(_ints(args.llm_threads)) or (None,)
+    if "llm" not in skip:
+        section(llm_section, lambda: bench_llm(bundled_dir, threads, args.llm_questions, args.llm_busy))
     section("startup", lambda: bench_startup(bundled_dir, min(args.runs, 3)))
 
     def retrieval() -> dict:

@@ -147,6 +147,8 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += _embedding_lines(results.get("embedding"))
     lines += _retrieval_lines(results.get("retrieval"), results.get("plot"))
     lines += _answer_lines(results.get("answer"), results.get("llm"), results.get("startup"))
+    if results.get("llm_under_load"):
+        lines += _llm_lines(results["llm_under_load"], "Local LLM under load")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -335,21 +337,7 @@ def _answer_lines(answer: dict | None, llm: dict | None, startup: dict | None) -
             "",
         ]
     if llm:
-        lines += ["## Local LLM", ""]
-        if llm.get("status") != "ok":
-            lines += [f"Not measured: {llm.get('reason')}", ""]
-        else:
-            lines += [
-                "| model load | TTFT | stream pieces/s | load |",
-                "|---|---|---|---|",
-                (
-                    f"| {llm['model_load_s']} s | {fmt(llm['ttft_s'], ' s')} | {fmt(llm['pieces_per_s'])} | "
-                    f"{_load(llm.get('load_average'))} |"
-                ),
-                "",
-                llm["note"] + f"; over {len(llm['questions'])} ResNet-50 questions.",
-                "",
-            ]
+        lines += _llm_lines(llm, "Local LLM")
     if startup:
         lines += ["## Start-up", ""]
         lines += (
@@ -363,6 +351,42 @@ def _answer_lines(answer: dict | None, llm: dict | None, startup: dict | None) -
                 "",
             ]
         )
+    return lines
+
+
+def _llm_lines(llm: dict, heading: str) -> list[str]:
+    lines = [f"## {heading}", ""]
+    if llm.get("status") != "ok":
+        lines += [f"Not measured: {llm.get('reason')}", ""]
+    elif "variants" in llm:
+        busy = llm.get("busy_processes") or 0
+        lines += [
+            f"{busy} busy-loop processes ran alongside." if busy else "No busy-loop processes alongside.",
+            f"Default thread count on this machine: {llm['default_threads']}.",
+            "",
+            "| threads | model load | TTFT median (min-max, n) | TTFT p95 | stream pieces/s | load |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {label} | {v['model_load_s']} s | {fmt(v['ttft_s'], ' s')} | {v['ttft_p95_s']} s | "
+                f"{fmt(v['pieces_per_s'])} | {_load(llm.get('load_average'))} |"
+                for label, v in llm["variants"].items()
+            ),
+            "",
+            llm["note"] + ".",
+            "",
+        ]
+    else:  # a section kept from a run before thread counts were compared
+        lines += [
+            "| model load | TTFT | stream pieces/s | load |",
+            "|---|---|---|---|",
+            (
+                f"| {llm['model_load_s']} s | {fmt(llm['ttft_s'], ' s')} | {fmt(llm['pieces_per_s'])} | "
+                f"{_load(llm.get('load_average'))} |"
+            ),
+            "",
+            llm["note"] + f"; over {len(llm['questions'])} ResNet-50 questions.",
+            "",
+        ]
     return lines
 
 

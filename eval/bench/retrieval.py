@@ -111,13 +111,19 @@ def child_build(payload: dict) -> dict:
 
 
 def child_query(payload: dict) -> dict:
-    """p50/p95 of `PaperChat.search` per run, a fresh PaperChat (cold caches) per run."""
+    """p50/p95 of `PaperChat.search` per run, the index opened afresh for each run.
+
+    A fresh `PaperIndex` per run starts its term statistics (document frequencies, cached per index
+    state) cold, as for questions nobody asked before; before 2026-12-03 the index was shared, so
+    runs after the first reused them and the median run was a warm one.
+    """
     from paperchat.rag.chain import PaperChat
     from paperchat.rag.embeddings import make_embeddings
     from paperchat.rag.store import PaperIndex
 
     settings = settings_for(Path(payload["index_dir"]))
-    index = PaperIndex.open(settings, make_embeddings(settings.embedding))
+    embeddings = make_embeddings(settings.embedding)
+    index = PaperIndex.open(settings, embeddings)
     asked = questions(payload.get("questions", 0))
     PaperChat(settings, index).search("warm-up: load the model and open the files")
     rss_open = rss_bytes()
@@ -127,6 +133,8 @@ def child_query(payload: dict) -> dict:
 
         profiler = Profiler(interval=0.001)
     for run in range(payload["runs"]):
+        index.close()
+        index = PaperIndex.open(settings, embeddings)
         chat = PaperChat(settings, index)
         totals, stages = [], {}
         if profiler and run == 0:
@@ -327,7 +335,8 @@ def growth_summary(
         "extrapolation": extrapolate(rows, [s for s in (*sizes, *extrapolate_to) if s not in measured]),
         "note": "PaperChat.search (question → judged sources: retrieval + judging, query embedding "
         "included); p50/p95 over the questions within a run, median (min-max) over runs; a fresh "
-        "PaperChat per run, so per-concept caches start cold; build CPU-s = CPU time of all the build "
+        "PaperChat and PaperIndex per run, so per-concept caches and term statistics start cold; "
+        "build CPU-s = CPU time of all the build "
         "process's threads (Chroma's included)",
     }
 
