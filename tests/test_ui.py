@@ -198,6 +198,14 @@ def test_empty_question_gets_a_message_not_an_exception(display_chat, question):
     assert updates[-1].conversation.turns == []
 
 
+def test_an_empty_enter_after_a_question_leaves_the_chat_as_it_is(display_chat):
+    # e.g. Enter pressed twice on one question: the second press runs once the answer ends, on an empty box
+    answered = ask(display_chat, PRUNE)[-1]
+    updates = ask(display_chat, "  ", conversation=answered.conversation, messages=answered.messages)
+    assert len(updates) == 1 and updates[0].messages == answered.messages
+    assert updates[0].conversation.turns == answered.conversation.turns
+
+
 def test_apostrophes_and_tex_show_as_a_person_writes_them(display_chat):
     question = "Which papers prune ResNet-50's channels?"
     final = ask(display_chat, question)[-1]

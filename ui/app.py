@@ -226,13 +226,20 @@ def respond(
     """Answer `message`, yielding the page's new state as the answer comes in.
 
     The engine runs in a worker thread, so that the state line can count seconds while a model
-    loads and Stop is noticed within `POLL_S`. Never raises: an empty question, a bad year or an
-    engine failure becomes a message in the chat (a failure is logged with its traceback here).
+    loads and Stop is noticed within `POLL_S`. Never raises: an empty question on an empty page, a
+    bad year or an engine failure becomes a message in the chat (a failure is logged with its
+    traceback here); an empty question after the first changes nothing.
     """
     messages = list(messages or [])
     conversation = conversation or Conversation()
-    stop = conversation.stop = StopFlag()
     question = (message or "").strip()
+    if not question and messages:
+        # Enter in an empty box once the chat has begun changes nothing. (Enter pressed twice on one
+        # question reaches here too: the second press waits for the answer, and then finds the box empty.)
+        yield ChatUpdate(messages, conversation, gr.update(), gr.update(), gr.update(), gr.update(), "",
+                         gr.update())
+        return
+    stop = conversation.stop = StopFlag()
     messages.append({"role": "user", "content": as_text(question) if question else "(empty message)"})
     messages.append({"role": "assistant", "content": render_status("Searching the papers…")})
     turn = _Turn(answerer=answerer)
