@@ -317,7 +317,7 @@ class LexicalIndex:
                                      (match,)).fetchone()[0]
             rows = np.fromstring(joined or "", dtype=np.int64, sep=",")
             papers = ordinals[rows[rows < len(ordinals)]]
-            seen = np.zeros(int(ordinals.max(initial=0)) + 1, dtype=bool)
+            seen = np.zeros(len(ordinals), dtype=bool)  # ordinals < rows: every paper has a row
             seen[papers[papers >= 0]] = True
             stats[match] = int(seen.sum())
         return stats[match]
