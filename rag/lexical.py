@@ -241,6 +241,15 @@ class LexicalIndex:
     def years(self) -> list[int]:
         return [row[0] for row in self.db.execute("SELECT year FROM papers WHERE year IS NOT NULL")]
 
+    def chunks_of(self, paper_ids: Sequence[str]) -> dict[str, str]:
+        """Chunk id → paper id for every chunk of these papers (an index lookup, any index size)."""
+        out = {}
+        for start in range(0, len(paper_ids), 500):
+            batch = list(paper_ids[start:start + 500])
+            marks = ",".join("?" * len(batch))
+            out.update(self.db.execute(f"SELECT id, paper_id FROM chunks WHERE paper_id IN ({marks})", batch))
+        return out
+
     def passages(self, chunk_ids: Sequence[str]) -> dict[str, str]:
         out = {}
         for start in range(0, len(chunk_ids), 500):

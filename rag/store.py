@@ -421,15 +421,18 @@ class PaperIndex:
         return self.lexical.document_frequency(match_expression)
 
     def vectors_of(self, paper_ids: Sequence[str]) -> ChunkVectors:
-        """The stored vectors of every chunk of these papers (the dense similarity of lexical-only hits)."""
-        if not paper_ids:
-            return ChunkVectors([], [], np.zeros((0, 0), dtype=np.float32))
-        found = self.vectors.get(where={PAPER_ID: {"$in": list(paper_ids)}},
-                                 include=["embeddings", "metadatas"])
-        embeddings = found["embeddings"]
+        """The stored vectors of every chunk of these papers (the dense similarity of lexical-only hits).
+
+        The chunk ids come from the lexical index and Chroma is asked by id: a lookup, where a
+        `where` filter on the paper id made Chroma scan its metadata (25 papers: 23-32 ms at 100k
+        papers, 2 ms by id; 210 ms at 1M).
+        """
+        chunk_papers = self.lexical.chunks_of(list(dict.fromkeys(paper_ids)))
+        found = self.vectors.get(ids=list(chunk_papers), include=["embeddings"]) if chunk_papers else {}
+        embeddings = found.get("embeddings")
         if embeddings is None or len(embeddings) == 0:
             return ChunkVectors([], [], np.zeros((0, 0), dtype=np.float32))
-        return ChunkVectors(list(found["ids"]), [meta[PAPER_ID] for meta in found["metadatas"]],
+        return ChunkVectors(list(found["ids"]), [chunk_papers[chunk_id] for chunk_id in found["ids"]],
                             np.asarray(embeddings, dtype=np.float32))
 
     def dense_chunk_ids(self) -> set[str]:
