@@ -82,6 +82,7 @@ class PaperChat:
         self.retriever = Retriever(index, settings.retrieval, reranker=_make_reranker(settings))
         self._chat_models: dict[str, object] = dict(chat_models or {})
         self._chat_models_lock = threading.Lock()
+        self._warming: set[str] = set()  # back-ends whose warm-up request is still running
 
     @classmethod
     def open(cls, settings: Settings, chat_models: dict | None = None) -> PaperChat:
@@ -111,16 +112,25 @@ class PaperChat:
         instructions once (a one-token answer), so the first question starts from the prompt cache
         with the weights paged in. Hosted back-ends are only built: a request there costs money.
 
-        Raises `LLMUnavailableError`."""
-        model = self.chat_model(backend)
-        if backend == "local":
-            from paperchat.rag.generate import priming_messages
+        Until it ends, `has_chat_model` says no (a question asked meanwhile waits for it).
 
-            model.invoke(priming_messages(), max_completion_tokens=1)
+        Raises `LLMUnavailableError`."""
+        with self._chat_models_lock:
+            self._warming.add(backend)
+        try:
+            model = self.chat_model(backend)
+            if backend == "local":
+                from paperchat.rag.generate import priming_messages
+
+                model.invoke(priming_messages(), max_completion_tokens=1)
+        finally:
+            with self._chat_models_lock:
+                self._warming.discard(backend)
 
     def has_chat_model(self, backend: str) -> bool:
-        """Whether `backend`'s chat model is built already (the chat says "loading the model" until it is)."""
-        return backend in self._chat_models
+        """Whether `backend`'s chat model is built and warmed up (the chat says "loading the model" until
+        it is)."""
+        return backend in self._chat_models and backend not in self._warming
 
     def _chat_model(self, backend: str):
         if backend not in self._chat_models:

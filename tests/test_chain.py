@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -42,6 +43,28 @@ def test_unreachable_llm_falls_back_to_extractive_with_a_notice(settings):
     assert any(isinstance(e, Notice) for e in events)
     assert answer.answerer == "extractive" and "unavailable" in answer.notice
     assert "sk-secret" not in answer.notice and "80.67%" in answer.text
+
+
+def test_the_local_model_counts_as_loading_until_its_warm_up_request_ends(settings):
+    asked, release = threading.Event(), threading.Event()
+
+    class SlowToPrime:  # the local model's one-token warm-up request, held open by the test
+        def invoke(self, messages, **kwargs):
+            asked.set()
+            release.wait(30)
+
+    chat = PaperChat.open(settings, chat_models={"local": SlowToPrime()})
+    warm_up = threading.Thread(target=chat.warm_up_chat_model, args=("local",))
+    try:
+        warm_up.start()
+        assert asked.wait(30)
+        # built but still reading the instructions: the chat keeps saying "loading the model"
+        assert not chat.has_chat_model("local")
+    finally:
+        release.set()
+        warm_up.join(30)
+        chat.close()
+    assert chat.has_chat_model("local")
 
 
 def test_llm_citations_to_unretrieved_papers_are_removed(settings):
