@@ -11,12 +11,13 @@ updates in place (an ingest of one changed paper does not rebuild anything) and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +48,13 @@ TOKENIZER = "porter unicode61"
 COMMON_TERM_IDF_SHARE = 0.25
 # At most this many of a question's terms, the rarest, go into the FTS5 query.
 MAX_QUERY_TERMS = 12
+# FTS5's bm25() gives a term at most IDF * (k1 + 1) in any row (k1 = 1.2): the term-frequency factor
+# f * (k1 + 1) / (f + k1 * length norm) stays under k1 + 1 whatever the column weights.
+BM25_TERM_CEILING = 2.2
+FLOOR_MARGIN = 0.99  # common terms are left out only clearly under the floor (row counts, float sums)
+# Below this many rows in all (about 40 ms of scoring on 2 cores) the whole query costs less than the
+# extra statements of leaving common terms out (on the bundled 573 papers they made it 1.4-1.5x slower).
+PRUNE_MIN_ROWS = 20_000
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -353,24 +361,61 @@ class LexicalIndex:
                title_weight: float = 2.0, include_undated: bool = True) -> list[tuple[str, str, float]]:
         """(chunk id, paper id, BM25 score; higher is better) for the best `limit` chunks.
 
-        Only `discriminating_terms` are searched, which bounds the rows FTS5 scores, and only the
-        best `limit` rows are looked up in `chunks`.
+        Only `discriminating_terms` are searched, which bounds the rows FTS5 scores, rows that only
+        the most common of them hold are left unscored where they cannot rank (`_best_rows`), and only
+        the best `limit` rows are looked up in `chunks`.
         """
-        query = _or(self.discriminating_terms(text, limit))
-        if not query:
+        terms = self.discriminating_terms(text, limit)
+        if not terms:
             return []
-        where = "chunks_fts MATCH ?"
-        params: list = [title_weight, query]
+        where, params = "chunks_fts MATCH ?", []
         if year_min is not None or year_max is not None or not include_undated:
             undated = " OR year IS NULL" if include_undated else ""
             where += f" AND paper_id IN (SELECT id FROM papers WHERE year BETWEEN ? AND ?{undated})"
-            params += [year_min if year_min is not None else -10**6,
-                       year_max if year_max is not None else 10**6]
-        params.append(limit)
-        sql = (f"SELECT c.id, c.paper_id, best.score FROM (SELECT rowid, -bm25(chunks_fts, ?, 1.0) AS score "
-               f"FROM chunks_fts WHERE {where} ORDER BY score DESC LIMIT ?) AS best "
-               "JOIN chunks AS c ON c.rowid = best.rowid ORDER BY best.score DESC")
-        return list(self.db.execute(sql, params))
+            params = [-10**6 if year_min is None else year_min, 10**6 if year_max is None else year_max]
+        sql = (f"SELECT rowid, -bm25(chunks_fts, ?, 1.0) AS score FROM chunks_fts WHERE {where} "
+               "ORDER BY score DESC LIMIT ?")
+        best = self._best_rows(terms, limit, lambda match: self.db.execute(
+            sql, [title_weight, match, *params, limit]).fetchall())
+        marks = ",".join("?" * len(best))
+        chunks = {rowid: (chunk_id, paper_id) for rowid, chunk_id, paper_id in self.db.execute(
+            f"SELECT rowid, id, paper_id FROM chunks WHERE rowid IN ({marks})", [rowid for rowid, _ in best])}
+        return [(*chunks[rowid], score) for rowid, score in best if rowid in chunks]
+
+    def _best_rows(self, terms: list[str], limit: int,
+                   best: Callable[[str], list[tuple[int, float]]]) -> list[tuple[int, float]]:
+        """The best `limit` (rowid, score) of the OR of `terms` (rarest first), as `best(match)` scores
+        them, found without scoring every row of the most common terms where their scores cannot matter.
+
+        The rarest terms' rows, scored on those terms alone, put a floor under the limit-th best
+        score (a row's full score is at least its part). A row holding none of the rarer terms scores
+        at most the sum of the common terms' ceilings (`BM25_TERM_CEILING`); when that is under the
+        floor, no such row is among the best, so only rows with a rarer term are scored, in two parts:
+        those with a common term too, and those without (where a common term scores 0, as it would).
+        Each row keeps the score the whole query gives it (same terms, same order, same IDF), so the
+        result is the whole query's. Multi-word terms are never left out: their row counts are only
+        bounded. Side by side on a 100k-paper index, 199 questions: 0.74-0.93 of the whole query's
+        time, the same rows and scores for all 199; at 10k papers equal within noise.
+        """
+        query = _or(terms)
+        rows = [self.phrase_rows(term) for term in terms]
+        enough = next((n for n, spent in enumerate(itertools.accumulate(rows), 1) if spent >= 2 * limit),
+                      len(terms))
+        if enough >= len(terms) or sum(rows) < PRUNE_MIN_ROWS:
+            return best(query)
+        part = best(_or(terms[:enough]))
+        floor = part[-1][1] if len(part) == limit else 0.0
+        total, ceiling, common = self.chunk_count(), 0.0, 0
+        for term, count in zip(terms[:0:-1], rows[:0:-1]):  # the most common first; the rarest stays
+            ceiling += BM25_TERM_CEILING * bm25_idf(count, total)
+            if len(index_terms(term)) != 1 or ceiling >= FLOOR_MARGIN * floor:
+                break
+            common += 1
+        if not common:
+            return best(query)
+        rare, frequent = _or(terms[:-common]), _or(terms[-common:])
+        found = best(f"({rare}) AND ({frequent})") + best(f"({rare}) NOT ({frequent})")
+        return sorted(found, key=lambda row: -row[1])[:limit]
 
 
 class ForeignDatabaseError(LexicalIndexError):

@@ -61,6 +61,48 @@ def test_lexical_search_finds_the_papers_with_the_rare_terms_despite_common_word
     assert index.lexical_search("which papers?", limit=5) == []
 
 
+class RecordingConnection:
+    """The index's SQLite connection, keeping the MATCH expressions it is asked."""
+
+    def __init__(self, db):
+        self.db, self.matches = db, []
+
+    def execute(self, sql, params=()):
+        self.matches += [p for p in params if isinstance(p, str) and '"' in p]
+        return self.db.execute(sql, params)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+@pytest.mark.parametrize("limit", [2, 3, 5, 10, 150])
+def test_lexical_search_scores_as_the_whole_query_when_it_leaves_common_terms_unsearched(index, limit,
+                                                                                       monkeypatch):
+    lexical = index.lexical
+    recording = RecordingConnection(lexical.db)
+    monkeypatch.setattr(lexical, "db", recording)
+    monkeypatch.setattr("paperchat.rag.lexical.PRUNE_MIN_ROWS", 0)  # a large collection's behaviour
+    questions = ["Which papers train deep neural network models with FP8 or 8-bit floating point formats?",
+                 "Any papers on knowledge distillation of large language models into small student models?",
+                 "What accuracy does a model reach on ImageNet with the proposed training method?",
+                 "Which papers prune ResNet-50 networks?"]
+    for question in questions:
+        match = " OR ".join(f'"{term}"' for term in lexical.discriminating_terms(question, limit))
+        whole = recording.db.execute(
+            "SELECT c.id, c.paper_id, -bm25(chunks_fts, 2.0, 1.0) AS score FROM chunks_fts JOIN chunks AS c "
+            "ON c.rowid = chunks_fts.rowid WHERE chunks_fts MATCH ? ORDER BY score DESC LIMIT ?",
+            (match, limit)).fetchall()
+        found = lexical.search(question, limit)
+        assert [score for *_, score in found] == [score for *_, score in whole]
+        last = whole[-1][2]  # rows tied with the last may be any of them
+        assert {row for row in found if row[2] > last} == {row for row in whole if row[2] > last}
+    pruned = [m for m in recording.matches if " NOT (" in m]
+    if limit <= 3:
+        assert pruned  # the common terms' rows were left unscored for some question
+    if limit == 150:
+        assert not pruned  # the small collection has too few rows for a floor
+
+
 def test_vectors_of_returns_every_chunk_of_the_papers_asked_for(index):
     hits = index.lexical_search("FP8", limit=50)
     wanted = sorted({paper_id for _, paper_id, _ in hits})
