@@ -7,6 +7,7 @@ import io
 import json
 import re
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -345,6 +346,30 @@ def test_the_state_line_counts_seconds_and_stop_stops_the_model(display_index):
     assert updates[-1].stop_button["visible"] is False
     assert re.search(r"pc-status.*?· \d+ s", updates[1].messages[-1]["content"])
     assert conversation.turns == []  # a stopped answer is not a turn follow-ups build on
+
+
+def test_a_question_asked_while_the_local_model_warms_up_shows_papers_and_says_loading(display_index):
+    asked, release = threading.Event(), threading.Event()
+
+    class SlowToPrime:  # the local model reading the fixed instructions as `serve` starts; never answers
+        def invoke(self, messages, **kwargs):
+            asked.set()
+            release.wait(30)
+
+    chat = PaperChat.open(display_index, chat_models={"local": SlowToPrime()})
+    warm_up = threading.Thread(target=chat.warm_up_chat_model, args=("local",))
+    warm_up.start()
+    try:
+        assert asked.wait(30)
+        updates = respond(chat, Path.cwd() / "exports", PRUNE, [], Conversation(), "local", 10, "", "", True)
+        content = next(c for c in (u.messages[-1]["content"] for u in updates) if "matching papers" in c)
+        updates.close()
+    finally:
+        release.set()
+        warm_up.join(30)
+        chat.close()
+    status = content.split('<div class="pc-papers">')[0]  # the state line sits above the papers
+    assert as_text("Loading the local model (the papers below are the answer already)") in status
 
 
 def test_engine_failure_becomes_a_chat_message_and_is_logged(tmp_path, caplog):

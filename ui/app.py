@@ -176,7 +176,7 @@ class _Turn:
             return render_status(f"The {self.answerer} model is writing a summary…", elapsed)
         if not chat.has_chat_model(self.answerer):
             return render_status(
-                f"Loading the {self.answerer} model (the papers above are the answer already)…", elapsed
+                f"Loading the {self.answerer} model (the papers below are the answer already)…", elapsed
             )
         return render_status(f"The {self.answerer} model is reading the papers…", elapsed)
 
