@@ -364,7 +364,10 @@ def format_match_list(matching: list[RetrievedPaper], position: dict[str, int]) 
 # Words an answer uses to talk about the papers themselves; they state nothing a paper must support.
 _ANSWER_WORDS = frozenset(stem(w) for w in ["yes", "paper", "abstract", "state", "says", "report", "author",
                                              "describ", "mention"])
-_MARKER_AFTER_STOP = re.compile(r"([.!?])[ \t]*((?:\[\d+(?:\s*,\s*\d+)*\][ \t]*)+)(?=\s|$)")
+# Markers after a full stop, then the text's or line's end or a new sentence (a capital); "[1] proposes"
+# is a sentence whose subject is the paper, not a marker left behind.
+_MARKER_AFTER_STOP = re.compile(
+    r"([.!?])[ \t]*((?:\[\d+(?:\s*,\s*\d+)*\][ \t]*)*\[\d+(?:\s*,\s*\d+)*\])(?=[ \t]*(?:$|\n|[A-Z\d\"“(]))")
 SUPPORT_SHARE = 0.5  # of a cited sentence's content words that its papers must state
 
 
@@ -373,6 +376,8 @@ def tidy_markers(text: str) -> str:
 
     >>> tidy_markers("Pruning keeps accuracy. [1] It is fast. [2][3]")
     'Pruning keeps accuracy [1]. It is fast [2][3].'
+    >>> tidy_markers("Both cut precision. [1] proposes FP8 formats, [2] tests them.")
+    'Both cut precision. [1] proposes FP8 formats, [2] tests them.'
     """
     return _MARKER_AFTER_STOP.sub(lambda m: f" {m.group(2).strip()}{m.group(1)}", text)
 

@@ -235,6 +235,15 @@ def test_markers_written_after_the_full_stop_stay_with_their_sentence():
     assert model_text == "Channel pruning keeps ImageNet accuracy of ResNet-50 [1]. BERT fits in 4 bits [3]."
 
 
+def test_a_sentence_that_opens_with_its_paper_marker_keeps_it_as_its_subject():
+    # the 1.5B model writes "[1] proposes ..."; the marker must not be pulled back to the sentence before
+    reply = ("Both make networks cheaper. [1] prunes channels of ResNet-50 while keeping ImageNet accuracy, "
+             "[2] trains vision transformers on 300M images.")
+    _, answer = run(reply, make_papers())
+    model_text = answer.text.split("\n\n")[0]
+    assert "[1] prunes channels of ResNet-50" in model_text and "]. prunes" not in model_text
+
+
 def test_a_list_reply_that_only_repeats_titles_gives_way_to_the_list():
     papers = make_papers(6)
     reply = ("[1] Channel Pruning for Accelerating ResNet-50.\n[4] Lottery Tickets in Residual Networks.\n"
