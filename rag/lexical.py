@@ -17,7 +17,7 @@ import math
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -234,13 +234,8 @@ class LexicalIndex:
         return dict(self.db.execute("SELECT paper_id, count(*) FROM chunks GROUP BY paper_id"))
 
     def papers(self, paper_ids: Sequence[str]) -> dict[str, Paper]:
-        out = {}
-        for start in range(0, len(paper_ids), 500):
-            batch = list(paper_ids[start:start + 500])
-            marks = ",".join("?" * len(batch))
-            for pid, record in self.db.execute(f"SELECT id, record FROM papers WHERE id IN ({marks})", batch):
-                out[pid] = _paper_from_json(record)
-        return out
+        return {pid: _paper_from_json(record)
+                for pid, record in self._rows_where_in("SELECT id, record FROM papers WHERE id", paper_ids)}
 
     def all_titles(self) -> dict[str, str]:
         """Paper id → title, for every paper (question sets resolve gold titles with it)."""
@@ -251,20 +246,16 @@ class LexicalIndex:
 
     def chunks_of(self, paper_ids: Sequence[str]) -> dict[str, str]:
         """Chunk id → paper id for every chunk of these papers (an index lookup, any index size)."""
-        out = {}
-        for start in range(0, len(paper_ids), 500):
-            batch = list(paper_ids[start:start + 500])
-            marks = ",".join("?" * len(batch))
-            out.update(self.db.execute(f"SELECT id, paper_id FROM chunks WHERE paper_id IN ({marks})", batch))
-        return out
+        return dict(self._rows_where_in("SELECT id, paper_id FROM chunks WHERE paper_id", paper_ids))
 
     def passages(self, chunk_ids: Sequence[str]) -> dict[str, str]:
-        out = {}
-        for start in range(0, len(chunk_ids), 500):
-            batch = list(chunk_ids[start:start + 500])
-            marks = ",".join("?" * len(batch))
-            out.update(self.db.execute(f"SELECT id, passage FROM chunks WHERE id IN ({marks})", batch))
-        return out
+        return dict(self._rows_where_in("SELECT id, passage FROM chunks WHERE id", chunk_ids))
+
+    def _rows_where_in(self, select: str, keys: Sequence[str]) -> Iterator[tuple]:
+        """The rows of `select` + " IN (keys)", asked 500 keys at a time (SQLite's bound on parameters)."""
+        for start in range(0, len(keys), 500):
+            batch = list(keys[start:start + 500])
+            yield from self.db.execute(f"{select} IN ({','.join('?' * len(batch))})", batch)
 
     # --- term statistics ---------------------------------------------------------------------
     def _forget_stats(self) -> None:
