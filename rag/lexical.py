@@ -251,7 +251,7 @@ class LexicalIndex:
     def passages(self, chunk_ids: Sequence[str]) -> dict[str, str]:
         return dict(self._rows_where_in("SELECT id, passage FROM chunks WHERE id", chunk_ids))
 
-    def _rows_where_in(self, select: str, keys: Sequence[str]) -> Iterator[tuple]:
+    def _rows_where_in(self, select: str, keys: Sequence) -> Iterator[tuple]:
         """The rows of `select` + " IN (keys)", asked 500 keys at a time (SQLite's bound on parameters)."""
         for start in range(0, len(keys), 500):
             batch = list(keys[start:start + 500])
@@ -368,9 +368,8 @@ class LexicalIndex:
                "ORDER BY score DESC LIMIT ?")
         best = self._best_rows(terms, limit, lambda match: self.db.execute(
             sql, [title_weight, match, *params, limit]).fetchall())
-        marks = ",".join("?" * len(best))
-        chunks = {rowid: (chunk_id, paper_id) for rowid, chunk_id, paper_id in self.db.execute(
-            f"SELECT rowid, id, paper_id FROM chunks WHERE rowid IN ({marks})", [rowid for rowid, _ in best])}
+        chunks = {rowid: (chunk_id, paper_id) for rowid, chunk_id, paper_id in self._rows_where_in(
+            "SELECT rowid, id, paper_id FROM chunks WHERE rowid", [rowid for rowid, _ in best])}
         return [(*chunks[rowid], score) for rowid, score in best if rowid in chunks]
 
     def _best_rows(self, terms: list[str], limit: int,
