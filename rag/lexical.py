@@ -248,6 +248,10 @@ class LexicalIndex:
         """Chunk id → paper id for every chunk of these papers (an index lookup, any index size)."""
         return dict(self._rows_where_in("SELECT id, paper_id FROM chunks WHERE paper_id", paper_ids))
 
+    def papers_of_chunks(self, chunk_ids: Sequence[str]) -> dict[str, str]:
+        """Chunk id → paper id for these chunks (those the index holds)."""
+        return dict(self._rows_where_in("SELECT id, paper_id FROM chunks WHERE id", chunk_ids))
+
     def passages(self, chunk_ids: Sequence[str]) -> dict[str, str]:
         return dict(self._rows_where_in("SELECT id, passage FROM chunks WHERE id", chunk_ids))
 

@@ -130,6 +130,7 @@ class PaperIndex:
         self.dir = settings.store.index_dir
         self.vectors = Chroma(client=client, collection_name=settings.store.collection,
                               embedding_function=embeddings, collection_metadata={"hnsw:space": "cosine"})
+        self._chunk_collection = None
 
     @classmethod
     def open(cls, settings: Settings, embeddings: Embeddings | None = None,
@@ -443,9 +444,20 @@ class PaperIndex:
         bounded = year_min is not None or year_max is not None
         where = _year_filter(year_min, year_max, include_undated,
                              set(self.years()) if include_undated and bounded else ())
-        hits = self.vectors.similarity_search_by_vector_with_relevance_scores(query_vector, k=limit,
-                                                                              filter=where)
-        return [DenseHit(doc.id, doc.metadata[PAPER_ID], 1.0 - distance) for doc, distance in hits]
+        # distances only: fetching each hit's metadata and text from Chroma cost 30 of 40 ms at 10k
+        # papers; the chunks' papers come from the lexical index, which holds the same chunks
+        found = self._collection().query(query_embeddings=[list(query_vector)], n_results=limit, where=where,
+                                         include=["distances"])
+        ids, distances = found["ids"][0], found["distances"][0]
+        papers = self.lexical.papers_of_chunks(ids)
+        return [DenseHit(chunk_id, papers[chunk_id], 1.0 - distance)
+                for chunk_id, distance in zip(ids, distances) if chunk_id in papers]
+
+    def _collection(self):
+        """The chunk vectors' Chroma collection (the one `self.vectors` writes), looked up once."""
+        if self._chunk_collection is None:
+            self._chunk_collection = self.client.get_collection(self.settings.store.collection)
+        return self._chunk_collection
 
 
 def _is_writable(folder: Path) -> bool:

@@ -89,7 +89,8 @@ def split_sentences(text: str) -> list[str]:
     """
     sentences: list[str] = []
     for part in _SENTENCE_END.split(fold_spaces(text)):
-        if sentences and _ABBREVIATION.search(sentences[-1]):
+        # only the last characters can end in an abbreviation (the search still sees the word start)
+        if sentences and _ABBREVIATION.search(sentences[-1], max(0, len(sentences[-1]) - 12)):
             sentences[-1] += " " + part  # "e.g. ResNet" is not a sentence end
         elif part.strip():
             sentences.append(part.strip())
