@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from chromadb.api.shared_system_client import SharedSystemClient
 
 from paperchat.rag.chunking import chunk_paper
 from paperchat.rag.embeddings import make_embeddings
@@ -111,6 +112,41 @@ def test_vectors_of_returns_every_chunk_of_the_papers_asked_for(index):
     assert set(found.chunk_ids) >= {chunk_id for chunk_id, _, _ in hits}
     assert found.matrix.shape == (len(found.chunk_ids), 384)
     assert index.vectors_of([]).chunk_ids == []
+
+
+def test_dense_search_finds_the_exact_nearest_chunks_after_every_open(tmp_path):
+    """The top 150 chunks are the true nearest ones, not an approximation that changes between launches.
+
+    Below Chroma's sync threshold (1000 chunks) the HNSW graph is rebuilt at each open; with
+    Chroma's default search width the 150 nearest of these 1200 chunks came back incomplete.
+    """
+    settings = make_settings(tmp_path / "index")
+    rng = np.random.default_rng(7)
+    papers = [Paper(f"Paper {n}", f"Abstract {n}.", id=f"p{n}") for n in range(1200)]
+    chunks = [c for p in papers for c in chunk_paper(p, 256, lambda t: len(t.split()))]
+    vectors = rng.normal(size=(len(chunks), 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = PaperIndex.open(settings, None, create=True)
+    try:
+        index.write_bulk(papers, chunks, vectors)
+    finally:
+        index.close()
+    queries = rng.normal(size=(5, 384)).astype(np.float32)
+    for _ in range(2):
+        index = PaperIndex.open(settings, None)
+        try:
+            for query in queries:
+                exact = [chunks[i].id for i in np.argsort(-(vectors @ query))[:150]]
+                found = index.dense_search(query.tolist(), limit=150)
+                assert [hit.chunk_id for hit in found] == exact
+            # an index built with Chroma's default search width is widened by the next ingest
+            default_width = {"hnsw": {"ef_search": 100}}
+            index.client.get_collection(settings.store.collection).modify(configuration=default_width)
+        finally:
+            index.close()
+        SharedSystemClient.clear_system_cache()  # as a new process would, reload the graph with its settings
+        PaperIndex.open(settings, None, create=True).close()
+        SharedSystemClient.clear_system_cache()
 
 
 def test_bulk_write_is_searchable_and_term_statistics_follow_writes(tmp_path):
