@@ -41,7 +41,9 @@ SYNTHETIC_DESCRIPTION = (
     "the source), renormalised, so no model call is made per synthetic paper. They are written with "
     "PaperIndex.write_bulk (the rows PaperIndex.write writes, without its delete-before-insert); queries "
     "are the tune set's stand-alone questions, embedded by the real model on every call. Chroma's HNSW "
-    "index uses its defaults (cosine space, M 16, ef_construction 100, ef_search 100)."
+    "index: cosine space, M 16 and ef_construction 100 (Chroma's defaults), ef_search 800 (rag/store.py "
+    "HNSW_EF_SEARCH; Chroma's default 100 returned the exact 150 nearest chunks for 59 of 238 questions "
+    "on the bundled corpus, 800 for all 238)."
 )
 
 
