@@ -369,6 +369,7 @@ def answer_provenance(chat: PaperChat, answer: Answer, requested: str, overrides
         package = None
     provenance = {"paperchat": package, "index_fingerprint": chat.index.fingerprint(),
                   "papers": chat.index.paper_count(), "embedding_model": settings.embedding.model,
+                  "hnsw_ef_search": chat.index.search_width(),
                   "answerer": answer.answerer, "answerer_requested": requested}
     if answer.answerer.startswith("llm:"):
         provenance["model"] = _model_provenance(settings, requested)

@@ -227,6 +227,10 @@ class PaperIndex:
                                  "(half-written by an interrupted ingest, or missing from the vector store)")
             else:
                 index._refuse_if_damaged()
+                if index.search_width() != HNSW_EF_SEARCH:
+                    notes.append(f"this index searches its vectors approximately (HNSW ef_search "
+                                 f"{index.search_width()}, built before paperchat searched them exactly): "
+                                 "`paperchat ingest` widens it without re-embedding anything")
         except BaseException:
             index.close()
             raise
@@ -463,11 +467,14 @@ class PaperIndex:
         return [DenseHit(chunk_id, papers[chunk_id], 1.0 - distance)
                 for chunk_id, distance in zip(ids, distances) if chunk_id in papers]
 
+    def search_width(self) -> int | None:
+        """The HNSW ef_search the vectors are searched with (HNSW_EF_SEARCH unless built before it)."""
+        return (self._collection().configuration_json or {}).get("hnsw", {}).get("ef_search")
+
     def _configure_search(self) -> None:
         """A writer brings an index built before HNSW_EF_SEARCH up to it (Chroma applies it at open)."""
-        collection = self._collection()
-        if collection.configuration_json.get("hnsw", {}).get("ef_search") != HNSW_EF_SEARCH:
-            collection.modify(configuration={"hnsw": {"ef_search": HNSW_EF_SEARCH}})
+        if self.search_width() != HNSW_EF_SEARCH:
+            self._collection().modify(configuration={"hnsw": {"ef_search": HNSW_EF_SEARCH}})
             self._chunk_collection = None
 
     def _collection(self):

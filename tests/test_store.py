@@ -139,12 +139,16 @@ def test_dense_search_finds_the_exact_nearest_chunks_after_every_open(tmp_path):
                 exact = [chunks[i].id for i in np.argsort(-(vectors @ query))[:150]]
                 found = index.dense_search(query.tolist(), limit=150)
                 assert [hit.chunk_id for hit in found] == exact
+            assert not index.notes
             # an index built with Chroma's default search width is widened by the next ingest
             default_width = {"hnsw": {"ef_search": 100}}
             index.client.get_collection(settings.store.collection).modify(configuration=default_width)
         finally:
             index.close()
         SharedSystemClient.clear_system_cache()  # as a new process would, reload the graph with its settings
+        older = PaperIndex.open(settings, None)
+        assert any("approximately" in note and "paperchat ingest" in note for note in older.notes)
+        older.close()
         PaperIndex.open(settings, None, create=True).close()
         SharedSystemClient.clear_system_cache()
 

@@ -19,6 +19,7 @@ from paperchat.eval.runner import RESULTS_FILE, run_questions
 from paperchat.ingest.pipeline import ingest
 from paperchat.rag.answer import CITATION_MARK, neutralise_markers
 from paperchat.rag.chain import PaperChat
+from paperchat.rag.store import HNSW_EF_SEARCH
 from paperchat.ui.cli import main
 
 PAPERS = [
@@ -113,6 +114,7 @@ def test_every_answer_says_what_it_was_computed_from(capsys, settings, tmp_path)
     first = json.loads(capsys.readouterr().out)["provenance"]
     assert re.fullmatch(r"[0-9a-f]{16}", first["index_fingerprint"])
     assert first["papers"] == len(PAPERS) and first["embedding_model"] == settings.embedding.model
+    assert first["hnsw_ef_search"] == HNSW_EF_SEARCH  # the dense search width changes which papers come
     assert first["answerer"] == "extractive" and first["settings_changed"] == {}
 
     assert main([*args, "-k", "3", "--year-min", "2000", LIST_QUESTION]) == 0

@@ -28,6 +28,7 @@ import importlib
 import logging
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -749,6 +750,8 @@ def serve(settings: Settings) -> None:
             f"paperchat: cannot start the chat: {error}"
             + (hint if isinstance(error, IndexNotFoundError) else "")
         ) from None
+    for note in chat.index.notes:
+        print(f"paperchat: note: {note}", file=sys.stderr, flush=True)
     _warm_up(chat)
     app = build_app(chat, settings)
     app.queue(default_concurrency_limit=CHAT_CONCURRENCY)
