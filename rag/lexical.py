@@ -42,6 +42,17 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # Per-term row counts that FTS5 keeps anyway; a temp table, so opening an index writes nothing to it.
 VOCAB = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)"
 TOKENIZER = "porter unicode61"
+# One row per paper (rowid = the paper's `papers` rowid): every word of its title and chunks, without
+# positions or text (detail=none, contentless), so a word's paper count is one short document list
+# (100k papers: 13 -> 3.6 ms per question, +2 % on disk). Built by a writer's open when missing;
+# `meta` says when it is complete, and only then is it read or kept up to date.
+PAPER_TERMS = f"""CREATE VIRTUAL TABLE IF NOT EXISTS paper_terms USING fts5(
+    text, content = '', detail = none, tokenize = '{TOKENIZER}')"""
+PAPER_TERMS_READY = "paper_terms"
+# A paper's indexed words, for `paper_terms` (a contentless row is deleted by giving its words again).
+_PAPER_WORDS = ("SELECT p.rowid, p.title || ' ' || group_concat(c.passage, ' ') FROM papers p "
+                "JOIN chunks c ON c.paper_id = p.id WHERE p.id = ? GROUP BY p.id")
+_SINGLE_WORDS = re.compile(r'"[^" ]+"(?: OR "[^" ]+")*')
 # A query term whose BM25 IDF is under this share of the rarest term's adds little to any score but
 # makes FTS5 score a large part of the index (its IDF falls as its chunks grow); the lexical search
 # leaves it out. 0.25 drops, in a 10k-paper index, terms in more than about a fifth of the chunks.
@@ -151,6 +162,7 @@ class LexicalIndex:
         self._stats: dict[str, int] = {}
         self._data_version = -1
         self._row_papers: np.ndarray | None = None  # FTS rowid → paper ordinal, for counting papers
+        self._paper_terms = self.get_meta(PAPER_TERMS_READY) == "1"
 
     def close(self) -> None:
         self.db.close()
@@ -184,6 +196,8 @@ class LexicalIndex:
             self.db.executemany("INSERT INTO chunks_fts (rowid, title, passage, chunk_id, paper_id) "
                                 "SELECT rowid, ?, passage, id, paper_id FROM chunks WHERE id = ?",
                                 [(titles[c.paper_id], c.id) for c in chunks])
+            if self._paper_terms:
+                self.db.executemany(f"INSERT INTO paper_terms (rowid, text) {_PAPER_WORDS}", ids)
             self.db.executemany("DELETE FROM journal WHERE paper_id = ?", ids)
             self.db.execute("COMMIT")
         except BaseException:
@@ -206,10 +220,26 @@ class LexicalIndex:
         self._forget_stats()
 
     def _delete(self, ids: list[tuple[str]]) -> None:
+        if self._paper_terms:
+            self.db.executemany(f"INSERT INTO paper_terms (paper_terms, rowid, text) "
+                                f"SELECT 'delete', * FROM ({_PAPER_WORDS})", ids)
         self.db.executemany("DELETE FROM chunks_fts WHERE rowid IN "
                             "(SELECT rowid FROM chunks WHERE paper_id = ?)", ids)
         self.db.executemany("DELETE FROM chunks WHERE paper_id = ?", ids)
         self.db.executemany("DELETE FROM papers WHERE id = ?", ids)
+
+    def ensure_paper_terms(self) -> None:
+        """Build `paper_terms` from the stored chunks if this index has none yet (a writer's open)."""
+        if self._paper_terms:
+            return
+        with self.db:
+            self.db.execute(PAPER_TERMS)
+            self.db.execute("INSERT INTO paper_terms (paper_terms) VALUES ('delete-all')")
+            self.db.execute("INSERT INTO paper_terms (rowid, text) "
+                            + _PAPER_WORDS.replace("WHERE p.id = ? ", ""))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (PAPER_TERMS_READY,))
+        self._paper_terms = True
+        self._forget_stats()
 
     def set_meta(self, key: str, value: str) -> None:
         with self.db:
@@ -323,6 +353,11 @@ class LexicalIndex:
         mapped to papers in memory.
         """
         stats = self._valid_stats()
+        if match not in stats and self._paper_terms and _SINGLE_WORDS.fullmatch(match) \
+                and all(len(index_terms(word.strip('"'))) == 1 for word in match.split(" OR ")):
+            # single words (or alternatives of them): count papers in the paper-level table
+            stats[match] = self.db.execute("SELECT count(*) FROM paper_terms WHERE paper_terms MATCH ?",
+                                           (match,)).fetchone()[0]
         if match not in stats:
             ordinals = self._paper_ordinals()
             joined = self.db.execute("SELECT group_concat(rowid) FROM chunks_fts WHERE chunks_fts MATCH ?",

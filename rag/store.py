@@ -221,6 +221,7 @@ class PaperIndex:
                 if not marker.exists():
                     marker.write_text(json.dumps(marker_data, indent=1))
                 index._configure_search()
+                lexical.ensure_paper_terms()
                 index.recover(repair=True)
                 if index.recovered:
                     notes.append(f"repaired {index.recovered} paper{'s' if index.recovered != 1 else ''} "

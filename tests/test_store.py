@@ -153,6 +153,61 @@ def test_dense_search_finds_the_exact_nearest_chunks_after_every_open(tmp_path):
         SharedSystemClient.clear_system_cache()
 
 
+def test_paper_counts_of_words_stay_exact_through_writes_replacements_and_deletes(tmp_path):
+    """The paper-level word table behind `document_frequency` counts what the chunks hold.
+
+    It is built by a writer's open for an index that has none (an older one), then kept in step
+    with every write, replacement and delete; a stale row would change every question's IDFs.
+    """
+    from paperchat.rag.lexical import LexicalIndex
+
+    rng = np.random.default_rng(3)
+    vocabulary = ["pruning", "pruned", "prunes", "networks", "network", "model", "models", "distillation",
+                  "distilled", "teacher", "student", "ResNet-50", "ResNet50", "quantization", "INT8",
+                  "sparse", "sparsity", "transformer", "attention", "graph", "graphs", "kernel",
+                  "benchmark", "accuracy"]
+
+    def paper(n: int, version: int = 0) -> Paper:
+        sentences = [" ".join(rng.choice(vocabulary, size=6)).capitalize() + "." for _ in range(5)]
+        return Paper(f"Paper {n} on {rng.choice(vocabulary)}", " ".join(sentences), id=f"p{n}",
+                     year=2000 + version)
+
+    def chunks(papers):
+        return [c for p in papers for c in chunk_paper(p, 14, lambda t: len(t.split()))]
+
+    lexical = LexicalIndex(tmp_path / "lexical.sqlite")
+    matches = [f'"{word.lower()}"' for word in vocabulary if "-" not in word] + [
+        '"sparse" OR "graphs"', '"teacher student"', '"resnet 50" OR "resnet50"']
+
+    def paper_counts(table_only: bool = False):
+        if table_only:  # the paper-level table itself, single words only
+            return {m: lexical.db.execute("SELECT count(*) FROM paper_terms WHERE paper_terms MATCH ?",
+                                          (m,)).fetchone()[0] for m in matches if " " not in m.strip('"')}
+        return {m: lexical.document_frequency(m) for m in matches}
+
+    def chunk_counts(single_words_only: bool = False):
+        distinct = "SELECT count(DISTINCT paper_id) FROM chunks_fts WHERE chunks_fts MATCH ?"
+        return {m: lexical.db.execute(distinct, (m,)).fetchone()[0]
+                for m in matches if not single_words_only or " " not in m.strip('"')}
+
+    try:
+        first = [paper(n) for n in range(20)]
+        lexical.write_papers(first, chunks(first))
+        assert len(chunks(first)) > 40  # several chunks per paper, sharing a title
+        assert paper_counts() == chunk_counts()  # an index without the table counts from its chunks
+        lexical.ensure_paper_terms()
+        assert paper_counts(table_only=True) == chunk_counts(single_words_only=True)
+        more = [paper(n) for n in range(20, 30)]
+        lexical.write_papers(more, chunks(more))
+        replaced = [paper(n, version=1) for n in range(5)]
+        lexical.write_papers(replaced, chunks(replaced))
+        lexical.delete_papers(["p6", "p7", "p25"])
+        assert paper_counts(table_only=True) == chunk_counts(single_words_only=True)
+        assert paper_counts() == chunk_counts()
+    finally:
+        lexical.close()
+
+
 def test_bulk_write_is_searchable_and_term_statistics_follow_writes(tmp_path):
     settings = make_settings(tmp_path / "index")
     index = PaperIndex.open(settings, None, create=True)
