@@ -58,6 +58,7 @@ from paperchat.ui.render import (
     render_status,
     render_synthesis,
     renumber,
+    summary_left_out,
     year_histogram,
 )
 
@@ -202,7 +203,8 @@ class _Turn:
             elif self.answer.answerer not in ("extractive", "none") and not self.answer.abstained:
                 ids = {citation.number: citation.id for citation in self.answer.citations}
                 synthesis = render_synthesis(
-                    f"Summary by the {self.answerer} model", renumber(self.answer.text, ids, self.numbers)
+                    f"Summary by the {self.answerer} model", renumber(self.answer.text, ids, self.numbers),
+                    empty=summary_left_out(self.answerer),
                 )
         elif self.written and s is not None:
             synthesis = render_synthesis(

@@ -198,7 +198,11 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
         elif isinstance(event, Done):
             answer = event.answer
             if summary is not None:
+                from paperchat.ui.render import model_words, summary_left_out
+
                 summary.finish()
+                if not model_words(answer.text).strip():
+                    print(f"note: {summary_left_out(answerer)}", file=sys.stderr)
             elif not event.answer.retrieved:  # small talk: no search, the reply is the answer
                 print(event.answer.text)
             if answer.notice and answer.notice not in notices:

@@ -25,6 +25,7 @@ CSS = """
 .pc-header { font-size: 0.92rem; color: var(--body-text-color-subdued); }
 .pc-header h1 { font-size: 1.45rem; margin: 0 0 0.2rem 0; color: var(--body-text-color); }
 .pc-status { color: var(--body-text-color-subdued); font-size: 0.9em; margin-bottom: 0.4rem; }
+.pc-muted { color: var(--body-text-color-subdued); }
 .pc-status .pc-spin { display: inline-block; width: 0.55em; height: 0.55em; border-radius: 50%;
                       margin-right: 0.3em;
                       background: var(--color-accent); animation: pc-pulse 1.2s ease-in-out infinite; }
@@ -297,9 +298,19 @@ def model_words(text: str) -> str:
     return _APPENDED.sub("", text)
 
 
-def render_synthesis(label: str, text: str) -> str:
-    """The LLM's own words beneath the papers (its `[n]` already in the page's numbering)."""
+def summary_left_out(answerer: str) -> str:
+    """Why a finished LLM answer shows no summary: what the model wrote only repeated the list
+    (titles, bare `[n]`), which `rag.generate` drops."""
+    return (f"The {answerer} model's summary only repeated the list of papers, so it is left out: "
+            "the papers above, with their evidence, are the answer.")
+
+
+def render_synthesis(label: str, text: str, empty: str = "") -> str:
+    """The LLM's own words beneath the papers (its `[n]` already in the page's numbering);
+    `empty` says why there are none, where a finished answer kept none of them."""
     body = as_text(model_words(text).strip()).replace("\n", "<br>")
+    if not body and empty:
+        body = f'<span class="pc-muted">{as_text(empty)}</span>'
     return (
         f'<div class="pc-synthesis"><h4>{as_text(label)}</h4>'
         f'<div class="pc-synthesis-text">{body}</div></div>'
