@@ -487,6 +487,8 @@ def check_support(text: str, shown: dict[int, RetrievedPaper]) -> str:
     >>> c[1] = RetrievedPaper(id="b", title="Vision transformers scale with data", score=1, rank=2)
     >>> check_support("Vision transformers scale with data [2].", c)
     'Vision transformers scale with data [1].'
+    >>> check_support("[2] shows vision transformers scale with data. Paper [2] finds they scale.", c)
+    '[1] shows vision transformers scale with data. Paper [1] finds they scale.'
     """
     out_lines = []
     for line in text.split("\n"):
@@ -507,11 +509,20 @@ def _check_sentence(sentence: str, shown: dict[int, RetrievedPaper]) -> str:
         # the sentence goes to the shown paper that states it, or is marked.
         bare = re.sub(r"\s*" + CITATION_MARK.pattern, "", sentence)
         number = best_supporting_paper(bare, shown)
-        return _append_mark(sentence, UNSUPPORTED) if number is None else _append_mark(bare, f"[{number}]")
+        if number is None:
+            return _append_mark(sentence, UNSUPPORTED)
+        if subject := _SUBJECT_MARK.match(sentence):  # "[1] proposes …": the new number takes its place
+            rest = re.sub(r"\s*" + CITATION_MARK.pattern, "", sentence[subject.end():])
+            return f"{subject.group(1)}[{number}]{rest}"
+        return _append_mark(bare, f"[{number}]")
     if len(content_words(sentence)) < 3:
         return sentence
     number = best_supporting_paper(sentence, shown)
     return _append_mark(sentence, f"[{number}]" if number is not None else UNSUPPORTED)
+
+
+# A marker that is a sentence's subject ("[1] proposes …", "Paper [3] introduces …").
+_SUBJECT_MARK = re.compile(r"(\s*(?:[Pp]apers?\s+)?)" + CITATION_MARK.pattern + r"(?=\s+[a-z])")
 
 
 def _append_mark(sentence: str, mark: str) -> str:
