@@ -68,12 +68,13 @@ SINGLE_TASK = (
     "Instructions: answer the question in one to three sentences of your own words, using only what the "
     "papers above state, and end each sentence with its paper's id, like [1]. Begin with the answer itself."
 )
+LIST_EXAMPLE = "Most prune whole channels to cut computation [1, 3], while one removes single weights [2]."
 LIST_TASK = (
     "Instructions: {count} papers match this question; the most relevant are quoted above, and the "
     "complete list is added after your text. In two or three sentences of your own words, say what these "
     "papers do about the question, ending each sentence with the ids of the papers it describes, like [1] "
     "or [2, 3]. Do not list the papers or their titles and do not answer with ids alone. For example: "
-    "\"Most prune whole channels to cut computation [1, 3], while one removes single weights [2].\""
+    f"\"{LIST_EXAMPLE}\""
 )
 
 
@@ -277,7 +278,7 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
 
     raw = tidy_markers(strip_reasoning("".join(pieces)).strip())
     if kind == "list":  # the complete list follows: the model's own copy of it adds nothing
-        raw = drop_copied_titles(raw, list(shown.values()))
+        raw = drop_copied_example(drop_copied_titles(raw, list(shown.values())))
     if not content_words(raw):  # only markers ("[2], [5]") or nothing: no statement to keep
         raw = ""
     cleaned, _, dropped = enforce_citations(raw, retrieved, {n: paper.id for n, paper in shown.items()})
@@ -404,6 +405,20 @@ def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
         if kept or not line.strip():
             kept_lines.append(" ".join(kept))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(kept_lines)).strip()
+
+
+def drop_copied_example(text: str) -> str:
+    """`text` without sentences that copy the instructions' example (1 of 15 tune list answers by
+    the local model was the example, word for word).
+
+    >>> drop_copied_example("Most prune whole channels to cut computation [1, 3], while one removes "
+    ...                     "single weights [2]. Two quantize to INT8 [4].")
+    'Two quantize to INT8 [4].'
+    """
+    example = content_words(LIST_EXAMPLE)
+    return "\n".join(" ".join(sentence for sentence in split_sentences(line)
+                              if len(content_words(sentence) & example) < 0.8 * len(example))
+                     for line in text.split("\n")).strip()
 
 
 def content_words(text: str) -> set[str]:

@@ -319,11 +319,12 @@ def test_llm_summary_streams_beneath_the_papers_in_the_same_numbering(display_in
 
 
 def test_a_summary_that_only_repeated_the_list_says_so(display_index, capsys, monkeypatch):
-    """The local model sometimes answers a list question with bare markers or the titles again; those
-    are dropped, and the page and the terminal say why no summary follows the papers."""
+    """The local model sometimes answers a list question with bare markers, the titles again or the
+    instructions' example; those are dropped, and the page and the terminal say why no summary follows."""
     from paperchat.ui.cli import main as cli
 
-    with FakeOpenAIServer(reply="[1], [2], [3]", token_delay_s=0.01) as server:
+    example = "Most prune whole channels to cut computation [1, 3], while one removes single weights [2]."
+    with FakeOpenAIServer(reply=f"[1], [2], [3]. {example}", token_delay_s=0.01) as server:
         settings = make_settings(
             display_index.store.index_dir,
             llm={"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
@@ -335,14 +336,14 @@ def test_a_summary_that_only_repeated_the_list_says_so(display_index, capsys, mo
             chat.close()
         summary = updates[-1].messages[-1]["content"].split('<div class="pc-synthesis">', 1)[1]
         assert "Summary by the openai model" in summary
-        assert as_text("only repeated the list of papers, so it is left out") in summary
+        assert as_text("added nothing beyond the list of papers, so it is left out") in summary
         monkeypatch.setenv("PAPERCHAT_LLM__BASE_URL", server.base_url)
         monkeypatch.setenv("PAPERCHAT_LLM__MODEL", "fake-model")
         capsys.readouterr()
         assert cli(["ask", "--llm", "openai", "--index", str(display_index.store.index_dir), PRUNE]) == 0
     out, err = capsys.readouterr()
     assert "matching papers:" in out
-    assert "note: The openai model's summary only repeated the list of papers" in err
+    assert "note: The openai model's summary added nothing beyond the list of papers" in err
 
 
 def test_the_state_line_counts_seconds_and_stop_stops_the_model(display_index):
