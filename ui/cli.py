@@ -121,44 +121,28 @@ def _print_papers(sources, numbers) -> None:
 
 
 class _SummaryPrinter:
-    """Prints an LLM's streamed text in the list's numbering;
-    a `[n]` split across pieces waits for its `]`."""
+    """Prints an LLM's summary once it is checked against the papers, in the list's numbering.
+
+    The model's text streams in unchecked: `rag.generate` then moves a sentence to the shown paper
+    that states it, or marks it "(unsupported)"; only that checked text reaches the terminal (the
+    chat page streams the draft and replaces it). Stderr says the model is writing meanwhile.
+    """
 
     def __init__(self, sources, numbers):
-        from paperchat.ui.render import answerer_numbers
+        self.numbers = numbers
 
-        self.by_number, self.numbers = answerer_numbers(sources), numbers
-        self.pending, self.started = "", False
-
-    def add(self, piece: str) -> None:
+    def finish(self, answer) -> None:
         from paperchat.ui.render import model_words, renumber
 
-        if piece.strip() and not model_words(piece).strip():  # matches or a quote: shown above
-            return
-        if not piece.strip() and not self.started:  # a space the model streams alone is kept, once it writes
-            return
-        if not self.started:
-            self.started = True
-            print("\nSummary:", flush=True)
-        self.pending += piece
-        cut = self.pending.rfind("[")
-        if cut == -1 or "]" in self.pending[cut:]:
-            cut = len(self.pending)
-        text, self.pending = self.pending[:cut], self.pending[cut:]
-        print(renumber(text, self.by_number, self.numbers), end="", flush=True)
-
-    def finish(self) -> None:
-        from paperchat.ui.render import renumber
-
-        if self.pending:
-            print(renumber(self.pending, self.by_number, self.numbers), end="")
-        if self.started:
-            print()
+        words = model_words(answer.text).strip()
+        if words:
+            ids = {citation.number: citation.id for citation in answer.citations}
+            print("\nSummary:\n" + renumber(words, ids, self.numbers), flush=True)
 
 
 def _answer_one(chat, question: str, args, history, previous_papers=()) -> object:
     """Answer one question: what it is doing on stderr, the matching papers at once, then the summary."""
-    from paperchat.rag.chain import Done, Notice, Sources, Token
+    from paperchat.rag.chain import Done, Notice, Sources
     from paperchat.ui.render import paper_numbers
 
     answer = None
@@ -189,8 +173,6 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
                 doing = ("the {} model is writing a summary…" if chat.has_chat_model(answerer)
                          else "loading the {} model, then writing a summary…")
                 print(doing.format(answerer), file=sys.stderr, flush=True)
-        elif isinstance(event, Token) and summary is not None:  # an extractive text repeats the list above
-            summary.add(event.text)
         elif isinstance(event, Notice):
             notices.add(event.text)
             summary = None  # the answer is composed from the abstracts: the list above is it
@@ -200,7 +182,7 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
             if summary is not None:
                 from paperchat.ui.render import model_words, summary_left_out
 
-                summary.finish()
+                summary.finish(answer)
                 if not model_words(answer.text).strip():
                     print(f"note: {summary_left_out(answerer)}", file=sys.stderr)
             elif not event.answer.retrieved:  # small talk: no search, the reply is the answer
