@@ -282,7 +282,7 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
     if not content_words(raw):  # only markers ("[2], [5]") or nothing: no statement to keep
         raw = ""
     cleaned, _, dropped = enforce_citations(raw, retrieved, {n: paper.id for n, paper in shown.items()})
-    cleaned = check_support(cleaned, shown)
+    cleaned = drop_repeated_sentences(check_support(cleaned, shown))
 
     if kind == "list":
         listing = format_match_list(matching, number_of)
@@ -405,6 +405,26 @@ def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
         if kept or not line.strip():
             kept_lines.append(" ".join(kept))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(kept_lines)).strip()
+
+
+def drop_repeated_sentences(text: str) -> str:
+    """`text` with each sentence once: a small model repeats itself, and once each sentence has gone
+    to the paper that states it the repeats read word for word alike.
+
+    >>> drop_repeated_sentences("[3] surveys pruning [3]. [3] surveys pruning [3]. Two prune channels [1].")
+    '[3] surveys pruning [3]. Two prune channels [1].'
+    """
+    seen: set[str] = set()
+    lines = []
+    for line in text.split("\n"):
+        kept = []
+        for sentence in split_sentences(line):
+            key = " ".join(sentence.lower().split())
+            if key not in seen:
+                seen.add(key)
+                kept.append(sentence)
+        lines.append(" ".join(kept))
+    return "\n".join(lines)
 
 
 def drop_copied_example(text: str) -> str:
