@@ -128,6 +128,19 @@ def numbered_titles(html: str) -> dict[int, str]:
     return {int(n): title for n, title in re.findall(r"<b>\[(\d+)\]</b> (.*?)(?: \(\d{4}\))?<div", listed)}
 
 
+def ask_fake_model(index_settings, server, question):
+    """Every update for `question`, answered by the fake OpenAI-compatible `server`."""
+    settings = make_settings(
+        index_settings.store.index_dir,
+        llm={"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
+    )
+    chat = PaperChat.open(settings)
+    try:
+        return ask(chat, question, answerer="openai")
+    finally:
+        chat.close()
+
+
 def panel_rows(html: str) -> list[tuple[int, str, str, str]]:
     """(number, year, verdict, title) of each row of the sources panel."""
     return [
@@ -289,15 +302,7 @@ def test_llm_summary_streams_beneath_the_papers_in_the_same_numbering(display_in
     convnet = 1 + next(i for i, title in enumerate(model_order) if title.startswith("ConvNet"))
     reply = f"Two papers combine pruning with distillation [1] [2]. One keeps 76.1% top-1 [{convnet}]."
     with FakeOpenAIServer(reply=reply, token_delay_s=0.02) as server:
-        settings = make_settings(
-            display_index.store.index_dir,
-            llm={"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
-        )
-        chat = PaperChat.open(settings)
-        try:
-            updates = ask(chat, PRUNE, answerer="openai")
-        finally:
-            chat.close()
+        updates = ask_fake_model(display_index, server, PRUNE)
     contents = [u.messages[-1]["content"] for u in updates]
     with_papers = [i for i, c in enumerate(contents) if "matching papers" in c]
     writing = [i for i, c in enumerate(contents) if as_text("(writing…)") in c]
@@ -325,15 +330,7 @@ def test_a_summary_that_only_repeated_the_list_says_so(display_index, capsys, mo
 
     example = "Most prune whole channels to cut computation [1, 3], while one removes single weights [2]."
     with FakeOpenAIServer(reply=f"[1], [2], [3]. {example}", token_delay_s=0.01) as server:
-        settings = make_settings(
-            display_index.store.index_dir,
-            llm={"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
-        )
-        chat = PaperChat.open(settings)
-        try:
-            updates = ask(chat, PRUNE, answerer="openai")
-        finally:
-            chat.close()
+        updates = ask_fake_model(display_index, server, PRUNE)
         summary = updates[-1].messages[-1]["content"].split('<div class="pc-synthesis">', 1)[1]
         assert "Summary by the openai model" in summary
         assert as_text("added nothing beyond the list of papers, so it is left out") in summary
