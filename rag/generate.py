@@ -393,15 +393,20 @@ def drop_copied_titles(text: str, papers: list[RetrievedPaper]) -> str:
     'Both prune channels during training [1].'
     """
     titles = [content_words(paper.title) for paper in papers]
+
+    def copied(sentence: str) -> bool:
+        words = content_words(re.sub(r"^\W*\d+[.)]\s", "", sentence))
+        return not words or any(title and len(words & title) >= 0.7 * len(words)
+                                and len(words & title) >= 0.6 * len(title) for title in titles)
+
+    return _drop_sentences(text, copied)
+
+
+def _drop_sentences(text: str, unwanted: Callable[[str], bool]) -> str:
+    """`text` without the sentences `unwanted` picks; a line left empty goes, blank lines stay."""
     kept_lines = []
     for line in text.split("\n"):
-        kept = []
-        for sentence in split_sentences(line):
-            words = content_words(re.sub(r"^\W*\d+[.)]\s", "", sentence))
-            copied = any(title and len(words & title) >= 0.7 * len(words)
-                         and len(words & title) >= 0.6 * len(title) for title in titles)
-            if words and not copied:
-                kept.append(sentence)
+        kept = [sentence for sentence in split_sentences(line) if not unwanted(sentence)]
         if kept or not line.strip():
             kept_lines.append(" ".join(kept))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(kept_lines)).strip()
@@ -415,16 +420,15 @@ def drop_repeated_sentences(text: str) -> str:
     '[3] surveys pruning [3]. Two prune channels [1].'
     """
     seen: set[str] = set()
-    lines = []
-    for line in text.split("\n"):
-        kept = []
-        for sentence in split_sentences(line):
-            key = " ".join(sentence.lower().split())
-            if key not in seen:
-                seen.add(key)
-                kept.append(sentence)
-        lines.append(" ".join(kept))
-    return "\n".join(lines)
+
+    def repeated(sentence: str) -> bool:
+        key = " ".join(sentence.lower().split())
+        if key in seen:
+            return True
+        seen.add(key)
+        return False
+
+    return _drop_sentences(text, repeated)
 
 
 def drop_copied_example(text: str) -> str:
@@ -436,9 +440,7 @@ def drop_copied_example(text: str) -> str:
     'Two quantize to INT8 [4].'
     """
     example = content_words(LIST_EXAMPLE)
-    return "\n".join(" ".join(sentence for sentence in split_sentences(line)
-                              if len(content_words(sentence) & example) < 0.8 * len(example))
-                     for line in text.split("\n")).strip()
+    return _drop_sentences(text, lambda s: len(content_words(s) & example) >= 0.8 * len(example))
 
 
 def content_words(text: str) -> set[str]:

@@ -49,9 +49,10 @@ TOKENIZER = "porter unicode61"
 PAPER_TERMS = f"""CREATE VIRTUAL TABLE IF NOT EXISTS paper_terms USING fts5(
     text, content = '', detail = none, tokenize = '{TOKENIZER}')"""
 PAPER_TERMS_READY = "paper_terms"
-# A paper's indexed words, for `paper_terms` (a contentless row is deleted by giving its words again).
-_PAPER_WORDS = ("SELECT p.rowid, p.title || ' ' || group_concat(c.passage, ' ') FROM papers p "
-                "JOIN chunks c ON c.paper_id = p.id WHERE p.id = ? GROUP BY p.id")
+# Papers' indexed words, for `paper_terms` (a contentless row is deleted by giving its words again).
+_ALL_PAPER_WORDS = ("SELECT p.rowid, p.title || ' ' || group_concat(c.passage, ' ') FROM papers p "
+                    "JOIN chunks c ON c.paper_id = p.id {} GROUP BY p.id")
+_PAPER_WORDS = _ALL_PAPER_WORDS.format("WHERE p.id = ?")
 _SINGLE_WORDS = re.compile(r'"[^" ]+"(?: OR "[^" ]+")*')
 # A query term whose BM25 IDF is under this share of the rarest term's adds little to any score but
 # makes FTS5 score a large part of the index (its IDF falls as its chunks grow); the lexical search
@@ -235,8 +236,7 @@ class LexicalIndex:
         with self.db:
             self.db.execute(PAPER_TERMS)
             self.db.execute("INSERT INTO paper_terms (paper_terms) VALUES ('delete-all')")
-            self.db.execute("INSERT INTO paper_terms (rowid, text) "
-                            + _PAPER_WORDS.replace("WHERE p.id = ? ", ""))
+            self.db.execute(f"INSERT INTO paper_terms (rowid, text) {_ALL_PAPER_WORDS.format('')}")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (PAPER_TERMS_READY,))
         self._paper_terms = True
         self._forget_stats()

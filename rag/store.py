@@ -228,9 +228,9 @@ class PaperIndex:
                                  "(half-written by an interrupted ingest, or missing from the vector store)")
             else:
                 index._refuse_if_damaged()
-                if index.search_width() != HNSW_EF_SEARCH:
+                if (width := index.search_width()) != HNSW_EF_SEARCH:
                     notes.append(f"this index searches its vectors approximately (HNSW ef_search "
-                                 f"{index.search_width()}, built before paperchat searched them exactly): "
+                                 f"{width}, built before paperchat searched them exactly): "
                                  "`paperchat ingest` widens it without re-embedding anything")
         except BaseException:
             index.close()

@@ -48,6 +48,7 @@ from paperchat.ui.feedback import feedback_file, feedback_record, save_feedback
 from paperchat.ui.render import (
     CSS,
     HEAD_JS,
+    answer_in_numbers,
     answerer_numbers,
     as_text,
     evidence_of,
@@ -201,9 +202,8 @@ class _Turn:
             if not s or not s.retrieved:  # small talk: no search, the reply is the answer
                 synthesis = f"<div>{as_text(self.answer.text)}</div>"
             elif self.answer.answerer not in ("extractive", "none") and not self.answer.abstained:
-                ids = {citation.number: citation.id for citation in self.answer.citations}
                 synthesis = render_synthesis(
-                    f"Summary by the {self.answerer} model", renumber(self.answer.text, ids, self.numbers),
+                    f"Summary by the {self.answerer} model", answer_in_numbers(self.answer, self.numbers),
                     empty=summary_left_out(self.answerer),
                 )
         elif self.written and s is not None:

@@ -120,24 +120,20 @@ def _print_papers(sources, numbers) -> None:
             entry(paper)
 
 
-class _SummaryPrinter:
-    """Prints an LLM's summary once it is checked against the papers, in the list's numbering.
+def _print_summary(answer, numbers, answerer: str) -> None:
+    """An LLM's summary in the list's numbering once it is checked against the papers, or why none.
 
     The model's text streams in unchecked: `rag.generate` then moves a sentence to the shown paper
     that states it, or marks it "(unsupported)"; only that checked text reaches the terminal (the
     chat page streams the draft and replaces it). Stderr says the model is writing meanwhile.
     """
+    from paperchat.ui.render import answer_in_numbers, model_words, summary_left_out
 
-    def __init__(self, sources, numbers):
-        self.numbers = numbers
-
-    def finish(self, answer) -> None:
-        from paperchat.ui.render import model_words, renumber
-
-        words = model_words(answer.text).strip()
-        if words:
-            ids = {citation.number: citation.id for citation in answer.citations}
-            print("\nSummary:\n" + renumber(words, ids, self.numbers), flush=True)
+    words = model_words(answer_in_numbers(answer, numbers)).strip()
+    if words:
+        print("\nSummary:\n" + words, flush=True)
+    else:
+        print(f"note: {summary_left_out(answerer)}", file=sys.stderr)
 
 
 def _answer_one(chat, question: str, args, history, previous_papers=()) -> object:
@@ -148,7 +144,7 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
     answer = None
     notices: set[str] = set()  # a fallback notice comes as an event and again on the answer: say it once
     answerer = args.llm or chat.settings.llm.backend
-    summary = None
+    summary_numbers = None  # the list's numbering, while an LLM summary is to follow it
     started = time.perf_counter()
     if not args.json:
         print(f"searching {chat.index.paper_count()} papers…", file=sys.stderr, flush=True)
@@ -169,22 +165,18 @@ def _answer_one(chat, question: str, args, history, previous_papers=()) -> objec
                   f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
             _print_papers(event, numbers)
             if answerer != "extractive" and not event.abstained:
-                summary = _SummaryPrinter(event, numbers)
+                summary_numbers = numbers
                 doing = ("the {} model is writing a summary…" if chat.has_chat_model(answerer)
                          else "loading the {} model, then writing a summary…")
                 print(doing.format(answerer), file=sys.stderr, flush=True)
         elif isinstance(event, Notice):
             notices.add(event.text)
-            summary = None  # the answer is composed from the abstracts: the list above is it
+            summary_numbers = None  # the answer is composed from the abstracts: the list above is it
             print(f"note: {event.text}", file=sys.stderr)
         elif isinstance(event, Done):
             answer = event.answer
-            if summary is not None:
-                from paperchat.ui.render import model_words, summary_left_out
-
-                summary.finish(answer)
-                if not model_words(answer.text).strip():
-                    print(f"note: {summary_left_out(answerer)}", file=sys.stderr)
+            if summary_numbers is not None:
+                _print_summary(answer, summary_numbers, answerer)
             elif not event.answer.retrieved:  # small talk: no search, the reply is the answer
                 print(event.answer.text)
             if answer.notice and answer.notice not in notices:

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from paperchat.rag.answer import CITATION_MARK, QUOTE_LEAD, RetrievedPaper
+from paperchat.rag.answer import CITATION_MARK, QUOTE_LEAD, Answer, RetrievedPaper
 from paperchat.rag.chain import Sources
 from paperchat.rag.extractive import best_sentences, evidence_sentence
 
@@ -186,6 +186,11 @@ def answerer_numbers(sources: Sources) -> dict[int, str]:
     matching = [paper.id for paper in sources.matching]
     order = matching + [p.id for p in sources.retrieved if p.id not in matching]
     return {number: paper_id for number, paper_id in enumerate(order, start=1)}
+
+
+def answer_in_numbers(answer: Answer, numbers: Mapping[str, int]) -> str:
+    """A finished answer's text with its `[n]` (its citations' numbers) in the page's numbering."""
+    return renumber(answer.text, {citation.number: citation.id for citation in answer.citations}, numbers)
 
 
 def renumber(text: str, ids_by_number: Mapping[int, str], numbers: Mapping[str, int]) -> str:
