@@ -79,3 +79,20 @@ def test_bench_takes_its_options_as_written_with_or_without_a_double_dash(monkey
     assert cli(["bench", "--skip", "llm,answer", "--runs", "3"]) == 0
     assert cli(["bench", "--", "--quick"]) == 0
     assert seen == [["--skip", "llm,answer", "--runs", "3"], ["--quick"]]
+
+
+def test_replayed_list_summaries_count_what_a_reader_would_see(bundled_index, tmp_path):
+    # `python -m paperchat.eval.summaries replay`: recorded model text goes through today's checks
+    from paperchat.eval.summaries import replay
+
+    question = "Which papers prune ResNet-50?"
+    records = write_jsonl(tmp_path / "record.jsonl", [
+        {"id": "restated", "question": question, "raw": "The papers [1, 2, 3] prune ResNet-50.",
+         "seconds": 1},
+        {"id": "specific", "question": question, "raw": "[1] removes whole filters by their norm and keeps "
+         "ImageNet accuracy.\n[2] measures how sleep length changes reaction times in 40 volunteers.",
+         "seconds": 1},
+        {"id": "abstained", "question": question, "raw": None, "seconds": 1}])
+    figures = replay(records, bundled_index.store.index_dir)
+    assert figures["questions"] == 2 and figures["summaries shown"] == 1
+    assert figures["sentences"] == figures["specific sentences"] == figures["papers described"] == 1

@@ -254,6 +254,29 @@ def test_a_list_reply_that_only_repeats_titles_gives_way_to_the_list():
     assert listing.count("Channel Pruning for Accelerating ResNet-50") == 1
 
 
+def test_a_list_summary_that_only_restates_the_question_is_left_out():
+    # 6 of 15 tune list summaries by the local model opened so; the list below already says it
+    papers = make_papers(6)
+    reply = ("The papers [1, 4, 5] prune ResNet-50. [1] removes whole channels and keeps 75.8% top-1 on "
+             "ImageNet, while [4] finds sparse subnetworks by iterative magnitude pruning.")
+    _, answer = run(reply, papers, kind="list", matching=papers)
+    summary = answer.text.split("6 papers match:")[0].strip()
+    assert summary.startswith("[1] removes whole channels") and "The papers" not in summary
+    reply = "The papers [1, 2, 3, 4, 5] discuss pruning ResNet-50."
+    _, answer = run(reply, papers, kind="list", matching=papers)
+    assert answer.text.startswith("6 papers match:")
+
+
+def test_a_sentence_about_a_paper_the_model_was_not_shown_keeps_a_subject():
+    # five papers quoted, the model writes [6]; removing the marker left "finds sparse subnetworks …"
+    papers = make_papers(6)
+    reply = ("[1] prunes whole channels of ResNet-50 with a learned importance score. [6] finds sparse "
+             "subnetworks by iterative magnitude pruning that train to full accuracy on CIFAR-10.")
+    _, answer = run(reply, papers, kind="list", matching=papers)
+    summary = answer.text.split("6 papers match:")[0]
+    assert "[4] finds sparse subnetworks" in summary and "CIFAR-10 [4]" not in summary
+
+
 def test_a_reply_of_markers_alone_is_no_answer():
     papers = make_papers(6)
     _, answer = run("[2], [5]", papers, kind="list", matching=papers)

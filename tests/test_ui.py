@@ -326,9 +326,9 @@ def test_llm_summary_streams_beneath_the_papers_in_the_same_numbering(display_in
 def test_a_summary_that_only_repeated_the_list_says_so(display_index, capsys, monkeypatch):
     """The local model sometimes answers a list question with bare markers, the titles again or the
     instructions' example; those are dropped, and the page and the terminal say why no summary follows."""
+    from paperchat.rag.generate import LIST_EXAMPLE as example
     from paperchat.ui.cli import main as cli
 
-    example = "Most prune whole channels to cut computation [1, 3], while one removes single weights [2]."
     with FakeOpenAIServer(reply=f"[1], [2], [3]. {example}", token_delay_s=0.01) as server:
         updates = ask_fake_model(display_index, server, PRUNE)
         summary = updates[-1].messages[-1]["content"].split('<div class="pc-synthesis">', 1)[1]

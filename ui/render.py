@@ -305,7 +305,7 @@ def model_words(text: str) -> str:
 
 def summary_left_out(answerer: str) -> str:
     """Why a finished LLM answer shows no summary: what the model wrote only repeated the list
-    (titles, bare `[n]`) or the instructions' example, which `rag.generate` drops."""
+    (titles, bare `[n]`), the question or the instructions' example, which `rag.generate` drops."""
     return (f"The {answerer} model's summary added nothing beyond the list of papers, so it is left out: "
             "the papers above, with their evidence, are the answer.")
 
