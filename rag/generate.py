@@ -279,12 +279,11 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
         raise translated from None
 
     raw = tidy_markers(strip_reasoning("".join(pieces)).strip())
-    if kind == "list":  # the complete list follows: the model's own copy of it adds nothing
+    if kind == "list":  # the complete list follows: copies of it, the example or the question add nothing
         raw = drop_copied_example(drop_copied_titles(raw, list(shown.values())))
-        raw = drop_restated_question(raw, question)
+        raw = restore_subjects(drop_restated_question(raw, question), shown)
     if not content_words(raw):  # only markers ("[2], [5]") or nothing: no statement to keep
         raw = ""
-    raw = restore_subjects(raw, shown)
     cleaned, _, dropped = enforce_citations(raw, retrieved, {n: paper.id for n, paper in shown.items()})
     cleaned = drop_repeated_sentences(check_support(cleaned, shown))
 
@@ -593,7 +592,8 @@ def check_support(text: str, shown: dict[int, RetrievedPaper]) -> str:
 def restore_subjects(text: str, shown: dict[int, RetrievedPaper]) -> str:
     """A sentence whose subject is a marker to no paper the model was shown ("[6] presents …" when it
     saw five) gets as subject the shown paper that states it, or goes: removing the marker, as
-    `enforce_citations` does, would leave "presents …" (seen on validate list summaries).
+    `enforce_citations` does, would leave "presents …" (seen on validate list summaries, the only
+    answers this is applied to).
 
     >>> c = {1: RetrievedPaper(id="a", title="Channel pruning of ResNet-50", score=1, rank=1)}
     >>> restore_subjects("[6] prunes channels of ResNet-50. [7] studies sleep in mice.", c)
