@@ -31,7 +31,7 @@ from paperchat.ui.app import (
     stop_answer,
 )
 from paperchat.ui.feedback import feedback_file
-from paperchat.ui.render import as_paper_text, as_text, paper_numbers, render_papers
+from paperchat.ui.render import as_paper_text, as_text, paper_numbers, render_papers, render_synthesis
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ui"
 XSS_PAPERS = FIXTURES / "xss_papers.jsonl"
@@ -408,6 +408,12 @@ def test_engine_failure_becomes_a_chat_message_and_is_logged(tmp_path, caplog):
     assert "Sorry, something went wrong while answering" in last_message(updates)
     assert "Traceback" not in last_message(updates)
     assert any(record.exc_info for record in caplog.records if record.name == "paperchat.ui.app")
+
+
+def test_a_summary_quoting_an_abstract_shows_its_tex_as_a_person_writes_it():
+    # the local model copies "50\\% pruned" from the abstract it was shown (seen in Chromium)
+    html = render_synthesis("Summary by the local model", "[5] gets a 50\\% pruned ResNet18 <b>[5]</b>.")
+    assert "50% pruned" in html and "\\%" not in html and "<b>" not in html
 
 
 def test_untrusted_markup_in_titles_and_abstracts_renders_as_text(xss_chat):

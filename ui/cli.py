@@ -127,9 +127,9 @@ def _print_summary(answer, numbers, answerer: str) -> None:
     that states it, or marks it "(unsupported)"; only that checked text reaches the terminal (the
     chat page streams the draft and replaces it). Stderr says the model is writing meanwhile.
     """
-    from paperchat.ui.render import answer_in_numbers, model_words, summary_left_out
+    from paperchat.ui.render import answer_in_numbers, model_words, summary_left_out, untex
 
-    words = model_words(answer_in_numbers(answer, numbers)).strip()
+    words = untex(model_words(answer_in_numbers(answer, numbers))).strip()
     if words:
         print("\nSummary:\n" + words, flush=True)
     else:

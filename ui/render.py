@@ -313,7 +313,7 @@ def summary_left_out(answerer: str) -> str:
 def render_synthesis(label: str, text: str, empty: str = "") -> str:
     """The LLM's own words beneath the papers (its `[n]` already in the page's numbering);
     `empty` says why there are none, where a finished answer kept none of them."""
-    body = as_text(model_words(text).strip()).replace("\n", "<br>")
+    body = as_paper_text(model_words(text).strip()).replace("\n", "<br>")  # it quotes the papers' TeX
     if not body and empty:
         body = f'<span class="pc-muted">{as_text(empty)}</span>'
     return (
