@@ -34,8 +34,8 @@ from paperchat.rag.settings import Settings
 from paperchat.rag.text import split_sentences
 
 
-def open_chat(index: Path) -> PaperChat:
-    return PaperChat.open(Settings.load(overrides={"store": {"index_dir": str(index)}}))
+def open_chat(index: Path, chat_models: dict | None = None) -> PaperChat:
+    return PaperChat.open(Settings.load(overrides={"store": {"index_dir": str(index)}}), chat_models)
 
 
 def record(questions: Path, count: int, out: Path, index: Path) -> None:
@@ -69,13 +69,14 @@ def summary_of(text: str) -> str:
 
 def replay(records: Path, index: Path, show: bool = False) -> dict:
     rows = [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
-    chat = open_chat(index)
+    model = GenericFakeChatModel(messages=iter([]))  # the local model's place; it says each record's text
+    chat = open_chat(index, {"local": model})
     figures = {"questions": 0, "summaries shown": 0, "papers described": 0, "papers quoted": 0,
                "sentences": 0, "specific sentences": 0, "unsupported": 0}
     for row in rows:
         if row["raw"] is None:  # abstained: no model text to judge
             continue
-        chat._chat_models["local"] = GenericFakeChatModel(messages=iter([AIMessage(content=row["raw"])]))
+        model.messages = iter([AIMessage(content=row["raw"])])
         answer = chat.ask(row["question"], answerer="local")
         summary = summary_of(answer.text)
         sentences = split_sentences(summary.replace("\n", " "))
