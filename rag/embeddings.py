@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +89,10 @@ class SentenceTransformerEmbeddings(Embeddings):
         """Model tokens in `text`, special tokens excluded."""
         return len(self.model.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
-    @property
+    @cached_property
     def bfloat16(self) -> bool:
-        """Whether documents are embedded under bfloat16 autocast (see `EmbeddingSettings.precision`)."""
+        """Whether documents are embedded under bfloat16 autocast (see `EmbeddingSettings.precision`);
+        decided once, not for every batch of an ingest."""
         return uses_bfloat16(self.settings)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
