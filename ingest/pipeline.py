@@ -52,6 +52,7 @@ class IngestSummary:
     recovered: int = 0
     files_read: int = 0
     papers_filtered_out: int = 0
+    dry_run: bool = False  # the counts say what an ingest would do; nothing was embedded or written
     rejections: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
 
@@ -81,7 +82,7 @@ def tqdm_progress(total: int, label: str) -> Callable[[int], None]:
 
 def ingest(paths: Iterable[Path] | None, settings: Settings, fmt: str | None = None, rebuild: bool = False,
            progress: ProgressFactory | None = None, categories: Sequence[str] | None = None,
-           since: int | None = None) -> IngestSummary:
+           since: int | None = None, dry_run: bool = False) -> IngestSummary:
     """Bring the index up to date with `paths` (the bundled corpus when None or empty).
 
     Streams: the records are read into a scratch file on disk (duplicates merged, conflicts
@@ -91,6 +92,8 @@ def ingest(paths: Iterable[Path] | None, settings: Settings, fmt: str | None = N
     `categories` and `since` keep only papers in any of those categories and from that year on
     (`paper_filter`). `progress(total_bytes, "reading")` returns a callback advanced by the
     bytes read, then `progress(papers, "indexing")` one advanced by the papers written.
+    `dry_run` reads and checks the input and counts what an ingest would add, update or leave,
+    without loading the model or writing anything (before committing hours to an arXiv snapshot).
     """
     started = time.perf_counter()
     paths = list(paths or []) or [bundled_corpus_dir()]
@@ -98,10 +101,12 @@ def ingest(paths: Iterable[Path] | None, settings: Settings, fmt: str | None = N
                     max_title_chars=settings.ingest.max_title_chars)
     stream = PaperStream(paths, fmt, limits, progress, keep=paper_filter(categories, since),
                          max_kept=KEPT_MESSAGES)
-    summary = IngestSummary(files_read=len(stream.files))
+    summary = IngestSummary(files_read=len(stream.files), dry_run=dry_run)
     with _Scratch() as scratch:
         _read_into(scratch, stream, summary)
-        if stream.files or rebuild:  # else nothing to read (an empty folder): the index is left unopened
+        if dry_run:
+            _count_changes(scratch, settings, rebuild, summary)
+        elif stream.files or rebuild:  # else nothing to read (an empty folder): the index is left unopened
             if rebuild:
                 PaperIndex.wipe(settings)
             index = PaperIndex.open(settings, make_embeddings(settings.embedding), create=True)
@@ -142,8 +147,24 @@ def _read_into(scratch: _Scratch, stream: PaperStream, summary: IngestSummary) -
             scratch.put(earlier.merged_with(paper))
 
 
-def _write_batch(index: PaperIndex, papers: list[Paper], settings: Settings, summary: IngestSummary) -> None:
-    """Write the new and changed papers of one batch; refresh the records of unchanged ones."""
+def _count_changes(scratch: _Scratch, settings: Settings, rebuild: bool, summary: IngestSummary) -> None:
+    """A dry run's counts: the papers read against the index as it stands (all new for a rebuild or
+    where there is no index yet); the model is not loaded and nothing is written."""
+    if rebuild or not PaperIndex.exists(settings):
+        summary.papers_added = scratch.count()
+        return
+    index = PaperIndex.open(settings)
+    try:
+        for batch in scratch.batches(WRITE_BATCH_PAPERS):
+            _sort_batch(index, batch, summary)
+        summary.papers_total = index.paper_count()
+    finally:
+        index.close()
+
+
+def _sort_batch(index: PaperIndex, papers: list[Paper],
+                summary: IngestSummary) -> tuple[list[Paper], list[Paper]]:
+    """(new or changed, unchanged) papers of a batch, by their content hash in the index; counted."""
     stored = index.papers([p.id for p in papers])
     changed: list[Paper] = []
     unchanged: list[Paper] = []
@@ -158,6 +179,12 @@ def _write_batch(index: PaperIndex, papers: list[Paper], settings: Settings, sum
         else:
             summary.papers_updated += 1
         changed.append(paper)
+    return changed, unchanged
+
+
+def _write_batch(index: PaperIndex, papers: list[Paper], settings: Settings, summary: IngestSummary) -> None:
+    """Write the new and changed papers of one batch; refresh the records of unchanged ones."""
+    changed, unchanged = _sort_batch(index, papers, summary)
     if unchanged:
         index.update_records(unchanged)  # new sources for known papers; nothing to embed
     if changed:

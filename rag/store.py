@@ -141,6 +141,11 @@ class PaperIndex:
                               embedding_function=embeddings, collection_metadata=HNSW_CONFIG)
         self._chunk_collection = None
 
+    @staticmethod
+    def exists(settings: Settings) -> bool:
+        """Whether `store.index_dir` holds a paperchat index (its marker file), without opening it."""
+        return (settings.store.index_dir / MARKER).exists()
+
     @classmethod
     def open(cls, settings: Settings, embeddings: Embeddings | None = None,
              create: bool = False) -> PaperIndex:

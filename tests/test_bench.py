@@ -117,6 +117,8 @@ def test_bench_writes_json_and_markdown_at_a_tiny_size(tmp_path, bundled_index):
             "ingest,embedding,answer,llm,startup",
             "--base-papers",
             "40",
+            "--arxiv-sizes",
+            "300,600",
             "--bundled-index",
             str(bundled_index.store.index_dir),
             "--keep-indexes",
@@ -140,6 +142,12 @@ def test_bench_writes_json_and_markdown_at_a_tiny_size(tmp_path, bundled_index):
     assert "| papers | chunks | how | p50 ms | p95 ms |" in markdown
     assert "| 200 |" in markdown and "| 1,000 | | extrapolated from 100 and 200 |" in markdown
     assert (out / "growth.png").stat().st_size > 0
+    # The arXiv section read both sizes in a dry run: every record a paper, none written anywhere.
+    arxiv = data["arxiv"]
+    read = [(r["records"], r["papers"], r["rejected"]) for r in arxiv["sizes"]]
+    assert read == [(300, 300, 0), (600, 600, 0)] and not (work / "arxiv-no-index").exists()
+    assert all(r["peak_rss_mib"]["median"] > 0 for r in arxiv["sizes"])
+    assert "## arXiv-scale ingest (reading, dry run)" in markdown and "| 600 |" in markdown
     # The bulk-written index is one a question can be asked of: both halves agree, nothing pending.
     index = PaperIndex.open(make_settings(work / "scale-200"))
     try:

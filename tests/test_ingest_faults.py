@@ -456,3 +456,24 @@ def test_the_stream_holds_no_records_in_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert streamed * 5 < whole, (streamed, whole)
+
+
+def test_a_dry_run_counts_what_an_ingest_would_do_and_changes_nothing(tmp_path):
+    from paperchat.ingest.pipeline import ingest
+
+    settings = make_settings(tmp_path / "index")
+    ingest([write_jsonl(tmp_path / "first.jsonl", [good(1), good(2)])], settings)
+    before = index_consistency(tmp_path / "index")
+    changed = {**good(2), "abstract": "We prune network 2 differently. It stays accurate."}
+    records = write_jsonl(tmp_path / "next.jsonl",
+                          [good(1), changed, good(3), good(3), {"title": "No abstract"}])
+    summary = ingest([records], settings, dry_run=True)
+    counts = (summary.papers_added, summary.papers_updated, summary.papers_unchanged,
+              summary.duplicates_merged, summary.records_rejected, summary.chunks)
+    assert counts == (1, 1, 1, 1, 1, 0)
+    assert index_consistency(tmp_path / "index") == before  # nothing written
+    real = ingest([records], settings)  # the real run does what the dry run said, so nothing was written
+    assert (real.papers_added, real.papers_updated, real.papers_unchanged, real.chunks > 0) == (1, 1, 1, True)
+    empty = make_settings(tmp_path / "none")
+    assert ingest([records], empty, dry_run=True).papers_added == 3
+    assert not (tmp_path / "none").exists()  # no index is created for a dry run

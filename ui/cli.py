@@ -49,10 +49,12 @@ def cmd_ingest(args) -> int:
             raise UserError(f"{path}: no such file or folder")
     if not args.json:
         what = ", ".join(map(str, paths)) if paths else "the bundled corpus"
-        print(f"Ingesting {what} into {settings.store.index_dir} ...", file=sys.stderr)
+        print(f"Reading {what} (dry run: the index at {settings.store.index_dir} is left as it is) ..."
+              if args.dry_run else f"Ingesting {what} into {settings.store.index_dir} ...", file=sys.stderr)
     categories = [c for c in (args.categories or "").split(",") if c.strip()]
     summary = ingest(paths, settings, fmt=args.format, rebuild=args.rebuild,
-                     progress=None if args.quiet else tqdm_progress, categories=categories, since=args.since)
+                     progress=None if args.quiet else tqdm_progress, categories=categories, since=args.since,
+                     dry_run=args.dry_run)
     for rejection in summary.rejections[:50]:
         print(f"rejected: {rejection}", file=sys.stderr)
     if len(summary.rejections) > 50:
@@ -70,6 +72,14 @@ def cmd_ingest(args) -> int:
         data.pop("rejections")
         data["rejected"] = summary.rejections
         print(json.dumps(data))
+    elif summary.dry_run:
+        print(f"dry run, nothing embedded or written: files read: {summary.files_read}"
+              + (f"; {summary.papers_filtered_out} papers left out by --categories/--since"
+                 if summary.papers_filtered_out else "") + "\n"
+              f"papers: {summary.papers_added} to add, {summary.papers_updated} to update, "
+              f"{summary.papers_unchanged} unchanged, {summary.duplicates_merged} duplicates merged, "
+              f"{summary.records_rejected} records rejected; papers in the index: {summary.papers_total}\n"
+              f"reading took {summary.seconds:.1f} s")
     else:
         repaired = (f"; repaired {summary.recovered} paper{'s' if summary.recovered != 1 else ''} "
                     "(half-written by an interrupted ingest, or missing from the vector store)"
@@ -335,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "categories (cs.LG,cs.CV; 'cs' means every cs.*)")
     p.add_argument("--since", type=int, metavar="YEAR", help="only papers from this year on "
                    "(arXiv: the year of update_date; papers without a year are left out)")
+    p.add_argument("--dry-run", action="store_true", help="read and check the input and say what an ingest "
+                   "would add, update or reject; nothing is embedded or written")
     p.set_defaults(handler=cmd_ingest)
     def answer_options(p):
         p.add_argument("--llm", choices=get_args(Answerer),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from paperchat.eval.bench.harness import DEFAULT_OUT, child_main, machine_info
 
-SECTIONS = ("ingest", "embedding", "retrieval", "answer", "llm", "startup")
+SECTIONS = ("ingest", "embedding", "arxiv", "retrieval", "answer", "llm", "startup")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(the default torch path always runs)",
     )
     parser.add_argument(
+        "--arxiv-sizes",
+        default="10000,100000,1000000",
+        help="arXiv-format records read by the arxiv section's dry runs, comma-separated "
+        "(--quick: 10000,100000)",
+    )
+    parser.add_argument("--arxiv-runs", type=int, default=1, help="runs of each arxiv size")
+    parser.add_argument(
         "--merge",
         action="store_true",
         help="keep the sections of an existing OUT/bench.json that this run skips",
@@ -120,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             args.sizes = "1000,10000"
         if args.runs == parser.get_default("runs"):
             args.runs = 3
+        if args.arxiv_sizes == parser.get_default("arxiv_sizes"):
+            args.arxiv_sizes = "10000,100000"
     sizes = _ints(args.sizes)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.skip_llm:
@@ -177,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     from paperchat.eval.bench.answer import bench_answer, bench_llm
+    from paperchat.eval.bench.arxiv import bench_arxiv
     from paperchat.eval.bench.embedding import bench_embedding
     from paperchat.eval.bench.ingest import bench_ingest, ingest_bundled
     from paperchat.eval.bench.report import plot_growth
@@ -200,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             save=partial("embedding"),
         ),
     )
+    section("arxiv", lambda: bench_arxiv(work, _ints(args.arxiv_sizes), args.arxiv_runs,
+                                         results.get("embedding"), results.get("ingest")))
     section("answer", lambda: bench_answer(bundled_dir, args.runs))
     threads = tuple(_ints(args.llm_threads)) or (None,)
     if "llm" not in skip:

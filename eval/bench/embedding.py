@@ -1,10 +1,12 @@
 """Embedding throughput per inference back-end, with the answers each one gives.
 
 Every variant embeds the bundled corpus's chunk texts (chunked exactly as ingest does); its
-quality is the top-10 paper overlap of `Retriever.retrieve` against the default torch fp32 path
-over the tune questions, each variant embedding its own queries. ONNX Runtime and OpenVINO run
-the model's transformer exported to ONNX by torch (sentence-transformers' own `backend="onnx"` /
-`"openvino"` needs `optimum`, which is not installed by default: that row says so when it cannot load).
+quality is the top-10 paper overlap of `Retriever.retrieve` against the model in float32 (torch, batch
+32) over the tune questions, each variant embedding its own queries. The default ingest path is
+float32 or, on a CPU with AMX, bfloat16 (`embedding.precision = "auto"`): its row says which.
+ONNX Runtime and OpenVINO run the model's transformer exported to ONNX by torch
+(sentence-transformers' own `backend="onnx"` / `"openvino"` needs `optimum`, which is not installed by
+default: that row says so when it cannot load).
 """
 
 from __future__ import annotations
@@ -268,7 +270,18 @@ def overlap_at_10(ids: list[list[str]], reference: list[list[str]]) -> float:
     return round(float(np.mean([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, reference)])), 4)
 
 
-DEFAULT_VARIANT = "torch fp32, batch 32 (default ingest path)"
+DEFAULT_VARIANT = "default ingest path, batch 32"
+# The model's own arithmetic: what "same answers" is measured against (and the default where no AMX).
+FP32_VARIANT = "torch fp32, batch 32 (embedding.precision = fp32)"
+
+
+def _reference(rows: list[dict]) -> dict | None:
+    """The float32 row when measured, else the default's; only a row whose answers are known."""
+    for name in (FP32_VARIANT, DEFAULT_VARIANT):
+        row = next((r for r in rows if r["variant"] == name and r.get("top10_ids")), None)
+        if row:
+            return row
+    return None
 
 
 def bench_embedding(
@@ -284,13 +297,15 @@ def bench_embedding(
     from paperchat.rag.settings import EmbeddingSettings
 
     embeddings = make_embeddings(EmbeddingSettings())
+    fp32 = make_embeddings(EmbeddingSettings(precision="fp32"))
     chunked = bundled_chunks(embeddings)
     papers = [p for p, _ in chunked]
     chunks = [c for _, cs in chunked for c in cs]
     texts = [c.text for c in chunks]
     asked = questions()
     variants: dict[str, Callable | None] = {
-        DEFAULT_VARIANT: lambda batch: np.asarray(embeddings.embed_documents(batch), dtype=np.float32)
+        DEFAULT_VARIANT: lambda batch: np.asarray(embeddings.embed_documents(batch), dtype=np.float32),
+        FP32_VARIANT: lambda batch: np.asarray(fp32.embed_documents(batch), dtype=np.float32),
     }
     variants.update(embedding_variants(embeddings.model, work, quick))
     if only:
@@ -308,9 +323,10 @@ def bench_embedding(
         "questions": len(asked),
         "variants": [],
         "torch_threads": __import__("torch").get_num_threads(),
+        "default_precision": "bf16" if embeddings.bfloat16 else "fp32",
         "note": "embedding step alone, model loaded, warm; abstracts per CPU-second = abstracts / CPU "
-        "time of all the process's threads (what a loaded machine distorts least); answers vs the default "
-        "torch fp32 ingest path (overlap@10 of Retriever.retrieve top-10 paper ids over the tune set's "
+        "time of all the process's threads (what a loaded machine distorts least); answers vs the model "
+        "in float32, torch, batch 32 (overlap@10 of Retriever.retrieve top-10 paper ids over the tune set's "
         "stand-alone questions, queries embedded by the same variant)",
     }
     rows = result["variants"]
@@ -325,6 +341,7 @@ def bench_embedding(
         )
         row = {
             "variant": name,
+            "precision": result["default_precision"] if name == DEFAULT_VARIANT else None,
             "seconds": spread(seconds),
             "cpu_seconds": spread(cpu_seconds),
             "abstracts_per_cpu_s": spread([len(papers) / s for s in cpu_seconds], 2),
@@ -334,7 +351,7 @@ def bench_embedding(
             "vectors_file": str(vector_dir / f"{os.getpid()}-{len(rows)}.npy"),
         }
         np.save(row["vectors_file"], vectors)
-        query_encode = default_query if name == DEFAULT_VARIANT else encode
+        query_encode = default_query if name in (DEFAULT_VARIANT, FP32_VARIANT) else encode
         try:
             row["top10_ids"] = retrieved_ids(
                 work / f"variant-index-{len(rows)}-{os.getpid()}",
@@ -347,18 +364,18 @@ def bench_embedding(
         except Exception as error:  # noqa: BLE001 - retrieval is another module's: keep the speed figures
             row["quality_error"] = f"{type(error).__name__}: {error}"[:300]
         rows.append(row)
-        compare_to_default(rows)
+        compare_to_fp32(rows)
         if save:
             save(result)
-    if any(row["variant"] == DEFAULT_VARIANT and row.get("top10_ids") for row in rows):
-        reference = next(row for row in rows if row["variant"] == DEFAULT_VARIANT)
+    reference = next((r for r in rows if r["variant"] == DEFAULT_VARIANT and r.get("top10_ids")), None)
+    if reference:
         result["chunk_overlap"] = chunk_overlap_effect(embeddings, reference["top10_ids"], asked, work)
     return result
 
 
-def compare_to_default(rows: list[dict]) -> None:
-    """Cosine to the default's vectors and top-10 overlap with its answers, for every measured row."""
-    reference = next((r for r in rows if r["variant"] == DEFAULT_VARIANT and r.get("top10_ids")), None)
+def compare_to_fp32(rows: list[dict]) -> None:
+    """Cosine to the float32 vectors and top-10 overlap with their answers, for every measured row."""
+    reference = _reference(rows)
     if reference is None:
         return
     base = np.load(reference["vectors_file"])
@@ -377,11 +394,12 @@ def compare_to_default(rows: list[dict]) -> None:
 def merge_embedding(parts: list[dict]) -> dict:
     """One embedding section from runs that each measured some variants (default first)."""
     merged = {**parts[0], "variants": [row for part in parts for row in part["variants"]]}
-    merged["variants"].sort(key=lambda row: row["variant"] != DEFAULT_VARIANT)
+    merged["variants"].sort(key=lambda row: (row["variant"] != DEFAULT_VARIANT,
+                                             row["variant"] != FP32_VARIANT))
     for part in parts:
         if "chunk_overlap" in part:
             merged["chunk_overlap"] = part["chunk_overlap"]
-    compare_to_default(merged["variants"])
+    compare_to_fp32(merged["variants"])
     return merged
 
 
