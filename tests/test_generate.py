@@ -335,3 +335,45 @@ def test_a_sentence_cited_to_the_wrong_paper_goes_to_the_paper_that_states_it():
     assert answer.text == "BERT weights are quantized to 4 bits with little loss on GLUE [3]."
     assert [c.id for c in answer.citations] == ["p3"]
     assert_citations_map_to_retrieved(answer)
+
+
+def test_a_list_sentence_naming_one_paper_but_stating_another_is_given_to_the_other():
+    # the 1.5B model described [3]'s "Reinforce Data" word for word as "[1] proposes Dataset
+    # Distillation, a strategy to improve a dataset once …"; [1] shares half its words, so it passed
+    distill = RetrievedPaper(
+        id="a", title="Dataset Distillation", score=1.0, rank=1, matches=True,
+        abstract="We distill a large training dataset into a small synthetic one. A model trained on it from "
+                 "scratch reaches nearly the accuracy of one trained on the whole dataset, at a fraction of "
+                 "the training cost.")
+    reinforce = RetrievedPaper(
+        id="b", title="Reinforce Data, Multiply Impact", score=0.9, rank=2, matches=True,
+        abstract="We propose Reinforce Data, a strategy to improve a dataset once such that the accuracy of "
+                 "any model architecture trained on the reinforced dataset is improved at no additional "
+                 "training cost for users.")
+    papers = [distill, reinforce]
+    reply = ("[1] distills a large training dataset into a small synthetic one.\n"
+             "[1] proposes a strategy to improve a dataset once so that the accuracy of any model "
+             "architecture trained on it improves at no additional training cost.")
+    _, answer = run(reply, papers, kind="list", matching=papers)
+    summary = answer.text.split("2 papers match:")[0]
+    assert "[1] distills a large training dataset" in summary
+    assert "[2] proposes a strategy to improve a dataset once" in summary and "[1] proposes" not in summary
+    assert_citations_map_to_retrieved(answer)
+
+
+def test_a_list_summary_says_a_thing_once_in_the_words_its_paper_states():
+    # validate A060: "[3] proposes a new approach for mitigating …" and "[3] provides new approaches
+    # for mitigating …", the same sentence twice; the copy its paper states less well goes
+    papers = make_papers(6)
+    reply = ("[1] prunes whole layers of ResNet-50 using a learned importance score on ImageNet.\n"
+             "[1] prunes whole channels of ResNet-50 using a learned importance score on ImageNet.\n"
+             "[4] finds sparse subnetworks by iterative magnitude pruning.")
+    _, answer = run(reply, papers, kind="list", matching=papers)
+    summary = answer.text.split("6 papers match:")[0]
+    assert summary.count("[1] prunes whole") == 1 and "[1] prunes whole channels" in summary
+    assert "[4] finds sparse subnetworks" in summary
+    reply = ("[1] prunes whole channels of ResNet-50 with a learned importance score on ImageNet.\n"
+             "[1] prunes whole channels of ResNet-50 with a learned importance score, keeping 75.8% "
+             "on ImageNet.")
+    _, answer = run(reply, papers, kind="list", matching=papers)
+    assert "75.8%" in answer.text.split("6 papers match:")[0]  # a number only one of them states keeps it
