@@ -88,7 +88,8 @@ def targets(results: dict) -> list[dict]:
             out.append(
                 {
                     "target": name,
-                    "figure": fmt(row["latency_ms"]["p95"], " ms"),
+                    "figure": fmt(row["latency_ms"]["p95"], " ms")
+                    + (f"; code of {row['measured_with']}" if row.get("measured_with") else ""),
                     "how": "measured",
                     "load": row["load_average_query"],
                     "met": row["latency_ms"]["p95"]["median"] < target,
