@@ -40,7 +40,8 @@ from paperchat.rag.answer import (
 )
 from paperchat.rag.extractive import best_sentences
 from paperchat.rag.llm import LLMUnavailableError, token_counter, translate_llm_error
-from paperchat.rag.text import STOPWORDS, content_stems, fold_spaces, split_sentences, stem, words
+from paperchat.rag.text import STOPWORDS, content_stems, fold_spaces, split_sentences, stem
+from paperchat.rag.text import words as text_words
 
 # Without the model's tokenizer (hosted and Ollama models) the prompt is budgeted at this many
 # characters per token: below the least the bundled abstracts reach with the local models'
@@ -489,7 +490,7 @@ def _stem_pairs(text: str) -> set[tuple[str, str]]:
     >>> sorted(_stem_pairs("Reinforce Data improves a dataset [3]."))
     [('data', 'improv'), ('improv', 'dataset'), ('reinforc', 'data')]
     """
-    stems = [stem(w) for w in words(CITATION_MARK.sub(" ", text)) if w not in STOPWORDS and len(w) > 1]
+    stems = [stem(w) for w in text_words(CITATION_MARK.sub(" ", text)) if w not in STOPWORDS and len(w) > 1]
     return set(itertools.pairwise(stems))
 
 
