@@ -14,7 +14,9 @@ hand decides what a reader sees, and prints per set:
   `LIST_PROMPT_PAPERS` matches);
 - specific sentences: with a content word that is neither the question's nor a topic word, that is
   more than "these papers are about <the question>";
-- unsupported: sentences marked "(unsupported)" by the support check.
+- unsupported: sentences marked "(unsupported)" by the support check;
+- copied: sentences that repeat `COPIED_WORDS` consecutive words of a retrieved paper's abstract (the
+  model's job is to say what the paper does, not to paste its abstract).
 """
 
 from __future__ import annotations
@@ -32,6 +34,26 @@ from paperchat.rag import generate
 from paperchat.rag.chain import Done, PaperChat, Token
 from paperchat.rag.settings import Settings
 from paperchat.rag.text import split_sentences
+
+COPIED_WORDS = 8
+
+
+def copies_abstract(sentence: str, abstracts: list[str], run: int = COPIED_WORDS) -> bool:
+    """Whether `sentence` repeats `run` consecutive words of one of `abstracts` (markers and case aside).
+
+    >>> copies_abstract("[1] We prune whole channels of ResNet-50 using a learned score.",
+    ...                 ["We prune whole channels of ResNet-50 using a learned importance score."])
+    True
+    >>> copies_abstract("[1] removes channels of ResNet-50 by a learned score.",
+    ...                 ["We prune whole channels of ResNet-50 using a learned importance score."])
+    False
+    """
+    def runs(text: str) -> set[tuple[str, ...]]:
+        tokens = re.findall(r"\w+", re.sub(r"\[\d+(?:,\s*\d+)*\]", " ", text).lower())
+        return {tuple(tokens[i:i + run]) for i in range(len(tokens) - run + 1)}
+
+    said = runs(sentence)
+    return any(said & runs(abstract) for abstract in abstracts)
 
 
 def open_chat(index: Path, chat_models: dict | None = None) -> PaperChat:
@@ -72,7 +94,7 @@ def replay(records: Path, index: Path, show: bool = False) -> dict:
     model = GenericFakeChatModel(messages=iter([]))  # the local model's place; it says each record's text
     chat = open_chat(index, {"local": model})
     figures = {"questions": 0, "summaries shown": 0, "papers described": 0, "papers quoted": 0,
-               "sentences": 0, "specific sentences": 0, "unsupported": 0}
+               "sentences": 0, "specific sentences": 0, "unsupported": 0, "copied": 0}
     for row in rows:
         if row["raw"] is None:  # abstained: no model text to judge
             continue
@@ -91,6 +113,8 @@ def replay(records: Path, index: Path, show: bool = False) -> dict:
         figures["specific sentences"] += len(specific)
         figures["papers described"] += len(set().union(*map(generate.cited_numbers, specific)))
         figures["unsupported"] += sum(generate.UNSUPPORTED in s for s in sentences)
+        abstracts = [paper.abstract for paper in answer.retrieved]
+        figures["copied"] += sum(copies_abstract(s, abstracts) for s in sentences)
         if show:
             print(f"{row['id']}: {summary or '(no summary)'}\n")
     chat.close()

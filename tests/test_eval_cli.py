@@ -96,3 +96,4 @@ def test_replayed_list_summaries_count_what_a_reader_would_see(bundled_index, tm
     figures = replay(records, bundled_index.store.index_dir)
     assert figures["questions"] == 2 and figures["summaries shown"] == 1
     assert figures["sentences"] == figures["specific sentences"] == figures["papers described"] == 1
+    assert figures["copied"] == 0
