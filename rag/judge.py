@@ -46,7 +46,9 @@ _LIST_PATTERNS = re.compile(
     r"|\b(papers|works|studies) (on|about|that|which|using|proposing)\b",
     re.IGNORECASE)
 # A question that starts with none of these words names a topic ("Recommender systems papers?").
-_QUESTION_OPENER = re.compile(r"^\s*(what|which|who|whom|whose|when|where|why|how|"
+# A hedge may come first: "Roughly how much compute ...?" asks for one figure, not for papers.
+_QUESTION_OPENER = re.compile(r"^\s*(?:(?:roughly|approximately|about|around|exactly|precisely)\s+)?"
+                              r"(what|which|who|whom|whose|when|where|why|how|"
                               r"is|are|was|were|do|does|did|can|could|should|would|will|has|have|had|"
                               r"in|on|at|for|from|by|with|over|under|during|across|through|"
                               r"after|before|using|to|of|up|according|"
@@ -64,6 +66,8 @@ def question_kind(question: str) -> QuestionKind:
     ('list', 'list')
     >>> question_kind("Recommender systems papers?"), question_kind("Which paper first proposed dropout?")
     ('list', 'single')
+    >>> question_kind("Roughly how much compute went into meta-training VeLO?")
+    'single'
     """
     if _LIST_PATTERNS.search(question) or not _QUESTION_OPENER.search(question):
         return "list"
