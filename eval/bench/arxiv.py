@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from paperchat.eval.bench.embedding import DEFAULT_VARIANT
 from paperchat.eval.bench.harness import load_average, peak_rss_bytes, run_child, settings_for, spread
 
 ARXIV_SNAPSHOT_PAPERS = 2_500_000  # the arXiv metadata snapshot, about
@@ -99,7 +100,7 @@ def snapshot_estimate(arxiv: dict, embedding: dict | None = None, ingest: dict |
     reading = arxiv["sizes"][-1]["records_per_s"]["median"]
     estimate = {"papers": ARXIV_SNAPSHOT_PAPERS, "reading_min": round(ARXIV_SNAPSHOT_PAPERS / reading / 60)}
     default = next((v for v in (embedding or {}).get("variants", [])
-                    if v.get("variant", "").startswith("default") and "abstracts_per_s" in v), None)
+                    if v.get("variant") == DEFAULT_VARIANT and "abstracts_per_s" in v), None)
     if default:
         rate = default["abstracts_per_s"]["median"]
         estimate |= {"embedding_abstracts_per_s": rate, "embedding_h": hours(rate)}
