@@ -20,6 +20,7 @@ whose `text` is the checked version: a front end replaces what it streamed with 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -461,6 +462,7 @@ def drop_near_repeats(text: str, shown: dict[int, RetrievedPaper]) -> str:
     """
     sentences = [sentence for line in text.split("\n") for sentence in split_sentences(line)]
 
+    @functools.cache
     def stated(sentence: str) -> float:
         """Shares of its content words and of its neighbouring pairs of them that its papers state."""
         evidence = " ".join(_evidence(shown[n]) for n in cited_numbers(sentence) if n in shown)
@@ -663,7 +665,7 @@ def restore_subjects(text: str, shown: dict[int, RetrievedPaper]) -> str:
         if not subject or cited_numbers(subject.group(0)) & shown.keys():
             return sentence
         number = best_supporting_paper(sentence[subject.end():], shown)
-        return None if number is None else f"{subject.group(1)}[{number}]{sentence[subject.end():]}"
+        return None if number is None else _given_to(number, sentence, subject)
 
     return _map_sentences(text, restored)
 
@@ -698,7 +700,7 @@ def reattribute(text: str, shown: dict[int, RetrievedPaper]) -> str:
         stated = {n: len(words & content_words(_evidence(shown[n]))) for n in (named, better)}
         if stated[better] < max(stated[named] + CLEARLY_BETTER_WORDS, CLEARLY_BETTER_SHARE * len(words)):
             return sentence
-        return re.sub(rf"\[{named}\]", f"[{better}]", sentence)  # its only marker, subject and all
+        return _given_to(better, sentence, subject, replacing=named)
 
     return _map_sentences(text, moved)
 
@@ -718,8 +720,7 @@ def _check_sentence(sentence: str, shown: dict[int, RetrievedPaper]) -> str:
         if number is None:
             return _append_mark(sentence, UNSUPPORTED)
         if subject := _SUBJECT_MARK.match(sentence):  # "[1] proposes …": the new number takes its place
-            rest = re.sub(r"\s*" + CITATION_MARK.pattern, "", sentence[subject.end():])
-            return f"{subject.group(1)}[{number}]{rest}"
+            return _given_to(number, sentence, subject, replacing="all")
         return _append_mark(bare, f"[{number}]")
     if len(content_words(sentence)) < 3:
         return sentence
@@ -729,6 +730,26 @@ def _check_sentence(sentence: str, shown: dict[int, RetrievedPaper]) -> str:
 
 # A marker that is a sentence's subject ("[1] proposes …", "Paper [3] introduces …").
 _SUBJECT_MARK = re.compile(r"(\s*(?:[Pp]apers?\s+)?)" + CITATION_MARK.pattern + r"(?=\s+[a-z])")
+
+
+def _given_to(number: int, sentence: str, subject: re.Match, replacing: int | str | None = None) -> str:
+    """`sentence`, whose subject marker `subject` matched, as said of paper `number`: the subject
+    becomes "[number]"; `replacing` also changes the markers after it: a number's markers become
+    "[number]" too, "all" removes every other marker, None leaves them.
+
+    >>> s = "[1] prunes filters [1] as [2] does."
+    >>> for replacing in (None, 1, "all"):
+    ...     print(_given_to(3, s, _SUBJECT_MARK.match(s), replacing))
+    [3] prunes filters [1] as [2] does.
+    [3] prunes filters [3] as [2] does.
+    [3] prunes filters as does.
+    """
+    rest = sentence[subject.end():]
+    if replacing == "all":
+        rest = re.sub(r"\s*" + CITATION_MARK.pattern, "", rest)
+    elif replacing is not None:
+        rest = rest.replace(f"[{replacing}]", f"[{number}]")
+    return f"{subject.group(1)}[{number}]{rest}"
 
 
 def _append_mark(sentence: str, mark: str) -> str:
