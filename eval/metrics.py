@@ -124,10 +124,15 @@ def normalize_fact(text: str) -> str:
 def mentions(answer: str, fact: str) -> bool:
     """Whether the answer states the fact, after `normalize_fact` on both.
 
-    The fact must stand on its own: "80.6" is not found in "80.67", nor "BERT" in "RoBERTa".
+    The fact must stand on its own: "80.6" is not found in "80.67", nor "BERT" in "RoBERTa"; a word
+    may take a plural ending ("cross-encoders" states "cross-encoder").
 
     >>> mentions("It reaches 80.67% top-1.", "80.67 %"), mentions("It reaches 80.67%.", "80.6")
     (True, False)
+    >>> mentions("Cross-encoders do best.", "cross-encoder"), mentions("It uses eigenvalues.", "eigenvalue")
+    (True, True)
+    >>> mentions("It uses eigenvalues.", "eigen"), mentions("Batch size 64s.", "64")
+    (False, False)
     """
     needle = normalize_fact(fact)
     if not needle:
@@ -135,7 +140,9 @@ def mentions(answer: str, fact: str) -> bool:
     pattern = re.escape(needle)
     if needle[0].isalnum():
         pattern = r"(?<![\w])" + (r"(?<!\d[.,])" if needle[0].isdigit() else "") + pattern
-    if needle[-1].isalnum():
+    if needle[-1].isalpha():
+        pattern += r"(?:e?s)?(?!\w)"
+    elif needle[-1].isalnum():
         pattern += r"(?!\w)" + (r"(?![.,]\d)" if needle[-1].isdigit() else "")
     return re.search(pattern, normalize_fact(answer)) is not None
 

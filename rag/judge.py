@@ -54,6 +54,9 @@ _QUESTION_OPENER = re.compile(r"^\s*(?:(?:roughly|approximately|about|around|exa
                               r"after|before|using|to|of|up|according|"
                               r"tell|give|name|list|show|find|explain|describe)\b", re.IGNORECASE)
 
+# Where a question's own clause may start: "The line-graph GNN for atomistic models: which dataset …?"
+_CLAUSE_BREAK = re.compile(r"[:;]\s+|\s[—–]\s|\s--?\s")
+
 
 def question_kind(question: str) -> QuestionKind:
     """"list" when the question asks for papers in the plural, else "single".
@@ -68,8 +71,15 @@ def question_kind(question: str) -> QuestionKind:
     ('list', 'single')
     >>> question_kind("Roughly how much compute went into meta-training VeLO?")
     'single'
+
+    A question may open with what it is about and ask after a colon, a semicolon or a dash:
+    >>> question_kind("The converting-autoencoder framework: what board did it run on?")
+    'single'
+    >>> question_kind("Dataset distillation: which papers scale it to ImageNet?")
+    'list'
     """
-    if _LIST_PATTERNS.search(question) or not _QUESTION_OPENER.search(question):
+    clauses = [question] + [question[m.end():] for m in _CLAUSE_BREAK.finditer(question)]
+    if any(map(_LIST_PATTERNS.search, clauses)) or not any(map(_QUESTION_OPENER.search, clauses)):
         return "list"
     return "single"
 
