@@ -103,13 +103,17 @@ _QUOTES = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
 def normalize_fact(text: str) -> str:
     """Fold what differs between two ways of writing one fact: case, accents, unicode forms,
     thousands separators, spacing before ``%`` (and the word "percent"), dashes, quotes, spaces,
-    and a hyphen between a number and its unit ("128-bytes" is "128 bytes"; "top-1" stays).
+    and a hyphen between a number and its unit ("128-bytes" is "128 bytes"; "top-1" stays). TeX's
+    escapes of abstracts ("96.98\\%") are read as the chat and `ask` show them ("96.98%").
 
     >>> normalize_fact("Top-1 accuracy of 80.67 % on 1,281,167\u202fimages")
     'top-1 accuracy of 80.67% on 1281167 images'
     >>> normalize_fact("12\u2009000 GPU\u2013hours, 3 percent, 128-bytes")
     '12000 gpu-hours, 3%, 128 bytes'
+    >>> normalize_fact(r"a test accuracy of 96.98\\%, R\\&D, EfficientNet\\_B0")
+    'a test accuracy of 96.98%, r&d, efficientnet b0'
     """
+    text = re.sub(r"\\([%&#$])", r"\1", text).replace("\\_", " ").replace("_", " ")
     text = re.sub(rf"(?<=\d)[{_DIGIT_GROUP_SPACES}](?=\d{{3}}(?!\d))", "", text)
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
