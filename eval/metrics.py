@@ -112,6 +112,10 @@ def normalize_fact(text: str) -> str:
     '12000 gpu-hours, 3%, 128 bytes'
     >>> normalize_fact(r"a test accuracy of 96.98\\%, R\\&D, EfficientNet\\_B0")
     'a test accuracy of 96.98%, r&d, efficientnet b0'
+
+    A number glued to a word ("up to 1.72times faster") is read as two words; units stay ("48k", "7GB"):
+    >>> normalize_fact("up to 1.72times faster, 48k articles, 7GB")
+    'up to 1.72 times faster, 48k articles, 7gb'
     """
     text = re.sub(r"\\([%&#$])", r"\1", text).replace("\\_", " ").replace("_", " ")
     text = re.sub(rf"(?<=\d)[{_DIGIT_GROUP_SPACES}](?=\d{{3}}(?!\d))", "", text)
@@ -122,6 +126,7 @@ def normalize_fact(text: str) -> str:
     text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
     text = re.sub(r"(?<=\d)\s*(?:%|percent\b|per cent\b)", "%", text)
     text = re.sub(r"(?<=\d)-(?=[a-z])", " ", text)
+    text = re.sub(r"(?<=\d)(?=[a-z]{4,})", " ", text)
     return " ".join(text.split())
 
 
