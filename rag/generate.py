@@ -92,6 +92,7 @@ def priming_messages() -> list[BaseMessage]:
 
 _BRACKETED_NUMBERS = re.compile(r"\[(\s*\d+(?:\s*[,;–-]\s*\d+)*\s*)\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NAME = re.compile(r"\b[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*\b")
 # Sentences that address a reader or a model rather than report research: never evidence.
 _INSTRUCTION_LIKE = re.compile(
     r"\b(ignore|disregard|forget|override)\b[^.]{0,60}\b(instructions?|prompts?|above|previous|prior|rules)\b"
@@ -282,13 +283,14 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
         raise translated from None
 
     raw = tidy_markers(strip_reasoning("".join(pieces)).strip())
+    known = f"{question} {search_query}"  # names the user wrote need no paper to state them
     if kind == "list":  # the complete list follows: copies of it, the example or the question add nothing
         raw = drop_copied_example(drop_copied_titles(raw, list(shown.values())))
-        raw = reattribute(restore_subjects(drop_restated_question(raw, question), shown), shown)
+        raw = reattribute(restore_subjects(drop_restated_question(raw, question), shown, known), shown, known)
     if not content_words(raw):  # only markers ("[2], [5]") or nothing: no statement to keep
         raw = ""
     cleaned, _, dropped = enforce_citations(raw, retrieved, {n: paper.id for n, paper in shown.items()})
-    cleaned = drop_near_repeats(drop_repeated_sentences(check_support(cleaned, shown)), shown)
+    cleaned = drop_near_repeats(drop_repeated_sentences(check_support(cleaned, shown, known)), shown)
 
     if kind == "list":
         listing = format_match_list(matching, number_of)
@@ -573,12 +575,45 @@ def numbers_in(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(CITATION_MARK.sub(" ", text))}
 
 
-def is_supported(sentence: str, papers: list[RetrievedPaper], *, share: float = SUPPORT_SHARE) -> bool:
+def names_in(text: str) -> set[str]:
+    """The names `text` gives (a word with two capitals, or a capital and a digit: DQN, A2C, ImageNet,
+    ResNet-50), folded: lower case, without hyphens, a plural's "s" and a lower-case suffix dropped
+    ("CNNs" is "cnn", "SimCLRv2-style" is "simclrv2").
+
+    >>> sorted(names_in("An A2C agent beat DQN on ImageNet-1k with CNNs [2]; RAFT-style Transformers too."))
+    ['a2c', 'cnn', 'dqn', 'imagenet1k', 'raft']
+    """
+    found = set()
+    for name in _NAME.findall(CITATION_MARK.sub(" ", text)):
+        if sum(c.isupper() for c in name) >= 2 or (name[0].isupper() and any(c.isdigit() for c in name)):
+            name = re.sub(r"(?:-[a-z]+)+$", "", name)
+            found.add(re.sub(r"(?<=[A-Z])s$", "", name).replace("-", "").lower())
+    return found
+
+
+def states_name(name: str, evidence: str) -> bool:
+    """Whether `evidence` gives the folded `name`: spelled out with or without hyphens and spaces
+    ("ResNet 50"), or, for an acronym, as the initials of words it uses ("knowledge distillation").
+
+    >>> states_name("resnet50", "We prune ResNet-50."), states_name("kd", "Knowledge distillation helps.")
+    (True, True)
+    >>> states_name("dqn", "We leveraged an Advantage Actor-Critic (A2C) agent.")
+    False
+    """
+    if name in re.sub(r"[^a-z0-9]", "", evidence.lower()):
+        return True
+    initials = "".join(w[0] for w in text_words(evidence))
+    return name.isalpha() and len(name) >= 2 and name in initials
+
+
+def is_supported(sentence: str, papers: list[RetrievedPaper], *, share: float = SUPPORT_SHARE,
+                 known: str = "") -> bool:
     """Whether `papers` state what `sentence` says, by a cheap lexical test.
 
-    Every number in the sentence must appear in a paper's title or statements (its abstract without
-    sentences that read as instructions), and at least `share` of its content words (Snowball-
-    stemmed). A sentence of no content words (a bare "Yes [1].") passes.
+    Every number and every name (`names_in`: DQN, ImageNet) in the sentence must appear in a paper's
+    title or statements (its abstract without sentences that read as instructions), and at least
+    `share` of its content words (Snowball-stemmed). A sentence of no content words (a bare "Yes [1].")
+    passes. Names that `known` gives (the question's: the user's own terms) need no paper.
 
     >>> p = [RetrievedPaper(id="a", title="MEAL V2", score=1, rank=1,
     ...      abstract="MEAL V2 boosts vanilla ResNet-50 to 80.67% top-1 accuracy on ImageNet.")]
@@ -588,10 +623,14 @@ def is_supported(sentence: str, papers: list[RetrievedPaper], *, share: float = 
     False
     >>> is_supported("The capital of France is Paris [1].", p)
     False
+    >>> is_supported("MEAL V2 trains ViT models to 80.67% top-1 accuracy on ImageNet [1].", p)
+    False
     """
     words = content_words(sentence)
     evidence = " ".join(map(_evidence, papers))
     if numbers_in(sentence) - numbers_in(evidence):
+        return False
+    if any(not states_name(name, f"{evidence} {known}") for name in names_in(sentence)):
         return False
     if not words:
         return True
@@ -603,7 +642,8 @@ def _evidence(paper: RetrievedPaper) -> str:
     return f"{paper.title}. {' '.join(paper_statements(paper))}"
 
 
-def best_supporting_paper(sentence: str, candidates: dict[int, RetrievedPaper]) -> int | None:
+def best_supporting_paper(sentence: str, candidates: dict[int, RetrievedPaper],
+                          known: str = "") -> int | None:
     """The number of the candidate that supports `sentence` (`is_supported`) with most shared words.
 
     >>> c = {1: RetrievedPaper(id="a", title="Channel pruning for ResNet-50", score=1, rank=1),
@@ -616,7 +656,7 @@ def best_supporting_paper(sentence: str, candidates: dict[int, RetrievedPaper]) 
     words = content_words(sentence)
     best, best_shared = None, 0
     for number, paper in candidates.items():
-        if not is_supported(sentence, [paper]):
+        if not is_supported(sentence, [paper], known=known):
             continue
         shared = len(words & content_words(_evidence(paper)))
         if shared > best_shared:
@@ -624,7 +664,7 @@ def best_supporting_paper(sentence: str, candidates: dict[int, RetrievedPaper]) 
     return best
 
 
-def check_support(text: str, shown: dict[int, RetrievedPaper]) -> str:
+def check_support(text: str, shown: dict[int, RetrievedPaper], known: str = "") -> str:
     """Each statement of `text` checked against the papers the model was shown.
 
     A cited sentence that its cited papers do not support (`is_supported`) is cited instead to the
@@ -646,11 +686,11 @@ def check_support(text: str, shown: dict[int, RetrievedPaper]) -> str:
     out_lines = []
     for line in text.split("\n"):
         sentences = split_sentences(line)
-        out_lines.append(" ".join(_check_sentence(sentence, shown) for sentence in sentences))
+        out_lines.append(" ".join(_check_sentence(sentence, shown, known) for sentence in sentences))
     return "\n".join(out_lines)
 
 
-def restore_subjects(text: str, shown: dict[int, RetrievedPaper]) -> str:
+def restore_subjects(text: str, shown: dict[int, RetrievedPaper], known: str = "") -> str:
     """A sentence whose subject is a marker to no paper the model was shown ("[6] presents …" when it
     saw five) gets as subject the shown paper that states it, or goes: removing the marker, as
     `enforce_citations` does, would leave "presents …" (seen on validate list summaries, the only
@@ -664,13 +704,13 @@ def restore_subjects(text: str, shown: dict[int, RetrievedPaper]) -> str:
         subject = _SUBJECT_MARK.match(sentence)
         if not subject or cited_numbers(subject.group(0)) & shown.keys():
             return sentence
-        number = best_supporting_paper(sentence[subject.end():], shown)
+        number = best_supporting_paper(sentence[subject.end():], shown, known)
         return None if number is None else _given_to(number, sentence, subject)
 
     return _map_sentences(text, restored)
 
 
-def reattribute(text: str, shown: dict[int, RetrievedPaper]) -> str:
+def reattribute(text: str, shown: dict[int, RetrievedPaper], known: str = "") -> str:
     """A sentence about one paper ("[1] proposes …") that another shown paper states clearly better
     is given to that paper: the 1.5B model now and then describes one paper under another's number
     (tune list summaries: 3 of 59 sentences, e.g. [3]'s "Reinforce Data" strategy, word for word,
@@ -694,7 +734,7 @@ def reattribute(text: str, shown: dict[int, RetrievedPaper]) -> str:
         [named] = cited
         bare = re.sub(r"\s*" + CITATION_MARK.pattern, "", sentence)
         words = content_words(bare)
-        better = best_supporting_paper(bare, {n: paper for n, paper in shown.items() if n != named})
+        better = best_supporting_paper(bare, {n: paper for n, paper in shown.items() if n != named}, known)
         if better is None:
             return sentence
         stated = {n: len(words & content_words(_evidence(shown[n]))) for n in (named, better)}
@@ -705,18 +745,18 @@ def reattribute(text: str, shown: dict[int, RetrievedPaper]) -> str:
     return _map_sentences(text, moved)
 
 
-def _check_sentence(sentence: str, shown: dict[int, RetrievedPaper]) -> str:
+def _check_sentence(sentence: str, shown: dict[int, RetrievedPaper], known: str = "") -> str:
     if not sentence.strip():
         return sentence
     cited = sorted(cited_numbers(sentence))
     if cited:
         papers = [shown[n] for n in cited if n in shown]
-        if is_supported(sentence, papers):
+        if is_supported(sentence, papers, known=known):
             return sentence
         # A small model often writes the prompt's example number ("like [2]") for the paper it used:
         # the sentence goes to the shown paper that states it, or is marked.
         bare = re.sub(r"\s*" + CITATION_MARK.pattern, "", sentence)
-        number = best_supporting_paper(bare, shown)
+        number = best_supporting_paper(bare, shown, known)
         if number is None:
             return _append_mark(sentence, UNSUPPORTED)
         if subject := _SUBJECT_MARK.match(sentence):  # "[1] proposes …": the new number takes its place
@@ -724,7 +764,7 @@ def _check_sentence(sentence: str, shown: dict[int, RetrievedPaper]) -> str:
         return _append_mark(bare, f"[{number}]")
     if len(content_words(sentence)) < 3:
         return sentence
-    number = best_supporting_paper(sentence, shown)
+    number = best_supporting_paper(sentence, shown, known)
     return _append_mark(sentence, f"[{number}]" if number is not None else UNSUPPORTED)
 
 

@@ -222,6 +222,21 @@ def test_a_number_the_cited_paper_does_not_state_is_flagged_and_the_paper_quoted
     assert_citations_map_to_retrieved(answer)
 
 
+def test_a_name_the_cited_paper_does_not_give_is_flagged_and_the_paper_quoted():
+    # the 1.5B model wrote "used the DQN agent" of a paper whose abstract names only its A2C agent
+    _, answer = run("A DQN prunes channels of ResNet-50 by a learned importance score [1].", make_papers())
+    claim, quote = answer.text.split("\n\n")
+    assert claim.endswith("(unsupported).")
+    assert quote.startswith("In the paper's words [1]:") and "learned importance score" in quote
+
+
+def test_a_name_the_user_wrote_needs_no_paper_to_give_it():
+    question = "What ILSVRC top-1 does the channel-pruned ResNet-50 keep?"
+    reply = "The channel-pruned ResNet-50 keeps 75.8% ILSVRC top-1 accuracy [1]."
+    *_, answer = stream_llm_answer(question, question, "single", make_papers(), [], fake_model(reply))
+    assert answer.text.split("\n\n")[0] == reply  # not marked unsupported
+
+
 def test_a_fact_answer_that_states_the_papers_figures_is_not_followed_by_a_quote():
     reply = "Channel pruning keeps 75.8% top-1 on ImageNet with 40% fewer FLOPs for ResNet-50 [1]."
     _, answer = run(reply, make_papers())
