@@ -117,7 +117,7 @@ def normalize_fact(text: str) -> str:
     >>> normalize_fact("up to 1.72times faster, 48k articles, 7GB")
     'up to 1.72 times faster, 48k articles, 7gb'
     """
-    text = re.sub(r"\\([%&#$])", r"\1", text).replace("\\_", " ").replace("_", " ")
+    text = re.sub(r"\\([%&#$_])", r"\1", text).replace("_", " ")
     text = re.sub(rf"(?<=\d)[{_DIGIT_GROUP_SPACES}](?=\d{{3}}(?!\d))", "", text)
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()

@@ -591,19 +591,21 @@ def names_in(text: str) -> set[str]:
     return found
 
 
-def states_name(name: str, evidence: str) -> bool:
-    """Whether `evidence` gives the folded `name`: spelled out with or without hyphens and spaces
-    ("ResNet 50"), or, for an acronym, as the initials of words it uses ("knowledge distillation").
+def unstated_names(text: str, evidence: str) -> set[str]:
+    """The names of `text` (`names_in`) that `evidence` does not give: neither spelled out, with or
+    without hyphens and spaces ("ResNet 50"), nor, for an acronym, as the initials of words it uses
+    ("knowledge distillation" gives "KD"). The evidence is folded once, and only if `text` names any.
 
-    >>> states_name("resnet50", "We prune ResNet-50."), states_name("kd", "Knowledge distillation helps.")
-    (True, True)
-    >>> states_name("dqn", "We leveraged an Advantage Actor-Critic (A2C) agent.")
-    False
+    >>> unstated_names("KD of ResNet-50 with DQN", "Knowledge distillation of ResNet 50 by an A2C agent.")
+    {'dqn'}
     """
-    if name in re.sub(r"[^a-z0-9]", "", evidence.lower()):
-        return True
+    names = names_in(text)
+    if not names:
+        return set()
+    spelled = re.sub(r"[^a-z0-9]", "", evidence.lower())
     initials = "".join(w[0] for w in text_words(evidence))
-    return name.isalpha() and len(name) >= 2 and name in initials
+    return {name for name in names
+            if name not in spelled and not (name.isalpha() and len(name) >= 2 and name in initials)}
 
 
 def is_supported(sentence: str, papers: list[RetrievedPaper], *, share: float = SUPPORT_SHARE,
@@ -630,7 +632,7 @@ def is_supported(sentence: str, papers: list[RetrievedPaper], *, share: float = 
     evidence = " ".join(map(_evidence, papers))
     if numbers_in(sentence) - numbers_in(evidence):
         return False
-    if any(not states_name(name, f"{evidence} {known}") for name in names_in(sentence)):
+    if unstated_names(sentence, f"{evidence} {known}"):
         return False
     if not words:
         return True
