@@ -6,42 +6,9 @@ Every statement carries a `[n]` marker for the paper it was taken from.
 
 from __future__ import annotations
 
-import re
-
 from paperchat.rag.answer import Answer, Citation, RetrievedPaper, enforce_citations, neutralise_markers
 from paperchat.rag.judge import Judgement
-from paperchat.rag.text import content_stems, split_sentences
-
-_NUMBER = re.compile(r"\d")
-_ASKS_FOR_NUMBER = re.compile(r"^\s*(how (many|much|fast|accurate|long|large|big|well)"
-                              r"|what (is the |was the )?"
-                              r"(top-1|top-5|accuracy|error|speed|score|ap|map|bleu|f1|percentage|share|number|size))"
-                              r"|\b(accuracy|error|ap|percent|speed|bandwidth|how many)\b", re.IGNORECASE)
-
-
-def best_sentences(question: str, abstract: str, limit: int = 2) -> list[str]:
-    """The sentences of `abstract` that share most with the question, in abstract order.
-
-    A question asking for a number prefers sentences that hold one.
-
-    >>> best_sentences("What top-1 accuracy does MEAL V2 reach?",
-    ...     "We boost ResNet-50. MEAL V2 reaches 80.67% top-1 accuracy. Code is public.", limit=1)
-    ['MEAL V2 reaches 80.67% top-1 accuracy.']
-    """
-    sentences = split_sentences(abstract)
-    if not sentences:
-        return []
-    wanted = content_stems(question)
-    wants_number = bool(_ASKS_FOR_NUMBER.search(question))
-
-    def score(item: tuple[int, str]) -> tuple[float, int]:
-        position, sentence = item
-        shared = len(wanted & content_stems(sentence))
-        bonus = 1.5 if wants_number and _NUMBER.search(sentence) else 0.0
-        return (shared + bonus, -position)
-
-    ranked = sorted(enumerate(sentences), key=score, reverse=True)[:limit]
-    return [sentence for _, sentence in sorted(ranked)]
+from paperchat.rag.sentences import best_sentences
 
 
 def extractive_answer(question: str, search_query: str, judgement: Judgement,

@@ -39,8 +39,8 @@ from paperchat.rag.answer import (
     enforce_citations,
     neutralise_markers,
 )
-from paperchat.rag.extractive import best_sentences
 from paperchat.rag.llm import LLMUnavailableError, token_counter, translate_llm_error
+from paperchat.rag.sentences import best_sentences
 from paperchat.rag.text import STOPWORDS, content_stems, fold_spaces, split_sentences, stem
 from paperchat.rag.text import words as text_words
 
@@ -320,7 +320,7 @@ def source_quote(answer: str, query: str, paper: RetrievedPaper, number_of: dict
     the model's words may have lost or changed the fact: a sentence was marked unsupported, or the
     quoted sentences state a number that the answer does not. Else "" (the model said it already).
 
-    The quote is the extractive answer's (`rag.extractive.best_sentences`): a reader checks the
+    The quote is the extractive answer's (`rag.sentences.best_sentences`): a reader checks the
     model's sentence against the paper's own words without opening the sources.
 
     >>> p = RetrievedPaper(id="a", title="T", score=1, rank=1,

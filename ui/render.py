@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 
 from paperchat.rag.answer import CITATION_MARK, QUOTE_LEAD, Answer, RetrievedPaper
 from paperchat.rag.chain import Sources
-from paperchat.rag.extractive import best_sentences, evidence_sentence
+from paperchat.rag.extractive import evidence_sentence
+from paperchat.rag.sentences import best_sentences
 
 CSS = """
 .pc-header { font-size: 0.92rem; color: var(--body-text-color-subdued); }

@@ -1,0 +1,56 @@
+"""Which of a paper's sentences a fact answer quotes: the one that answers, not the one that only
+matches the question's description of the paper."""
+
+from paperchat.rag.answer import RetrievedPaper
+from paperchat.rag.generate import source_quote
+from paperchat.rag.sentences import best_sentences
+
+RICE = ("Rice phenotyping from images helps breeders manage fields. "
+        "Annotated rice field images are scarce because labelling is slow. "
+        "We gathered nearly 50,000 ground-based images of rice fields from five rice-growing countries. "
+        "From these, 3,078 representative samples were selected and labelled with six classes. "
+        "Segmentation baselines struggle at the reproductive stage.")
+
+GYN = ("Accurate segmentation of clinical target volumes (CTV) is crucial for brachytherapy planning. "
+       "We present a multi-stage network pretrained with self-supervision on CT scans. "
+       "Models were compared by the Dice similarity coefficient (DSC). "
+       "It yielded a DSC of 0.837 for CTV and 0.940 for the bladder. "
+       "Self-supervised pretraining improved every structure.")
+
+
+def test_the_sentence_that_answers_is_chosen_over_the_one_that_restates_the_question():
+    question = "How many annotated images ended up in the rice field dataset gathered across five countries?"
+    chosen = " ".join(best_sentences(question, RICE, limit=2))
+    assert "3,078" in chosen  # the description's sentence (50,000 images, five countries) alone misses it
+
+
+def test_an_abbreviation_the_abstract_defines_matches_its_long_form():
+    question = ("What Dice similarity score did the self-supervised brachytherapy network get on the "
+                "clinical target volume?")
+    assert "0.837" in " ".join(best_sentences(question, GYN, limit=2))
+
+
+def test_a_which_question_prefers_the_sentence_that_names_something_new():
+    abstract = ("We verify image classifiers against scratches and lighting changes. "
+                "The search over each neighbourhood is exhaustive and layer by layer. "
+                "We implement the techniques using Z3 and evaluate them on deep networks.")
+    question = "Which solver is the exhaustive verification framework for image classifiers implemented with?"
+    assert best_sentences(question, abstract, limit=1) == [
+        "We implement the techniques using Z3 and evaluate them on deep networks."]
+
+
+def test_a_how_question_about_a_method_does_not_chase_numbers():
+    abstract = ("We stack two language model calls as layers of a network. "
+                "The first layer's output is a latent variable, and both prompts are learnt jointly by "
+                "variational inference. "
+                "The two-layer network reaches 91.2% on 8 tasks.")
+    question = "How are the two prompts of the stacked layers learnt jointly?"
+    assert "variational inference" in best_sentences(question, abstract, limit=1)[0]
+
+
+def test_the_quote_under_a_wrong_fact_answer_holds_the_papers_answer():
+    paper = RetrievedPaper(id="rice", title="RiceSEG", score=1.0, rank=1, abstract=RICE)
+    answer = "The dataset contains nearly 50,000 images [1]."
+    quote = source_quote(answer, "How many annotated images are in the rice segmentation dataset?", paper,
+                         {"rice": 1})
+    assert quote.startswith("In the paper's words [1]:") and "3,078" in quote
