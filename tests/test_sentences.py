@@ -54,3 +54,20 @@ def test_the_quote_under_a_wrong_fact_answer_holds_the_papers_answer():
     quote = source_quote(answer, "How many annotated images are in the rice segmentation dataset?", paper,
                          {"rice": 1})
     assert quote.startswith("In the paper's words [1]:") and "3,078" in quote
+
+
+def test_sentence_pick_reports_the_share_of_fact_questions_whose_facts_are_picked():
+    from paperchat.eval.questions import Question
+    from paperchat.eval.sentence_pick import coverage
+
+    questions = [
+        Question(id="r", question="How many annotated images are in the rice dataset from five countries?",
+                 kind="single", gold_ids=["rice"], must_mention=["3,078"]),
+        Question(id="g", question="What did the brachytherapy network pretrain on?", kind="single",
+                 gold_ids=["gyn"], must_mention=["0.940"]),  # not what it asks: missed at every depth but 4
+        Question(id="l", question="Which papers segment rice?", kind="list", gold_ids=["rice", "gyn"]),
+    ]
+    report = coverage(questions, {"rice": RICE, "gyn": GYN})
+    assert report["questions"] == 2  # list questions have no facts to pick
+    # the first sentence of each restates its question; the second adds the rice count; the fourth the bladder
+    assert (report["top1"], report["top2"], report["top4"], report["missed"]) == (0.0, 0.5, 1.0, [])
