@@ -34,9 +34,10 @@ from paperchat.rag.settings import RetrievalSettings
 MODEL_FILE = Path(__file__).with_name("judge_model.json")
 
 _LIST_PATTERNS = re.compile(
-    r"^\s*(which|what|list|name|show|find|give|are there|is there|any)\b.*\b(papers|works|articles|studies|"
-    r"publications|approaches|methods|models|surveys|overviews)\b"
+    r"^\s*(which|what|list|name|show|find|give|are there|is there|any)\b(?:\W+[\w-]+){0,3}?\W+"
+    r"(papers|works|articles|studies|publications|approaches|methods|models|surveys|overviews)\b"
     r"|^\s*(what|which)(?: \w+)? (work|research|literature)\b"
+    r"|^\s*which (?:ones )?of (those|them|these)\b|^\s*which ones\b"
     r"|^\s*(list|name|show|find)\b"
     r"|^\s*(are|is) there\b"
     r"|^\s*(any|anything|anyone|anybody)\b"
@@ -54,8 +55,9 @@ _QUESTION_OPENER = re.compile(r"^\s*(?:(?:roughly|approximately|about|around|exa
                               r"after|before|using|to|of|up|according|"
                               r"tell|give|name|list|show|find|explain|describe)\b", re.IGNORECASE)
 
-# Where a question's own clause may start: "The line-graph GNN for atomistic models: which dataset …?"
-_CLAUSE_BREAK = re.compile(r"[:;]\s+|\s[—–]\s|\s--?\s")
+# Where a question's own clause may start: "The line-graph GNN for atomistic models: which dataset …?",
+# "There's a paper that … . Which datasets did it use?", "Apart from ResNets, which architecture …?"
+_CLAUSE_BREAK = re.compile(r"[:;,]\s+|\s[—–]\s|\s--?\s|(?<=[.!?])\s+")
 
 
 def question_kind(question: str) -> QuestionKind:
@@ -72,11 +74,21 @@ def question_kind(question: str) -> QuestionKind:
     >>> question_kind("Roughly how much compute went into meta-training VeLO?")
     'single'
 
-    A question may open with what it is about and ask after a colon, a semicolon or a dash:
+    A question may open with what it is about and ask after a colon, a semicolon, a dash, a comma or
+    a full stop:
     >>> question_kind("The converting-autoencoder framework: what board did it run on?")
     'single'
     >>> question_kind("Dataset distillation: which papers scale it to ImageNet?")
     'list'
+    >>> question_kind("There's a study of XAI on satellite images. Which datasets did it use?")
+    'single'
+    >>> question_kind("Apart from ResNets, which lightweight architecture was the method tested on?")
+    'single'
+
+    A plural names what is asked for only near the question word ("which of the papers", not "what
+    share of ImageNet trains vision models"):
+    >>> question_kind("What share of ImageNet is enough to train vision models?")
+    'single'
     """
     clauses = [question] + [question[m.end():] for m in _CLAUSE_BREAK.finditer(question)]
     if any(map(_LIST_PATTERNS.search, clauses)) or not any(map(_QUESTION_OPENER.search, clauses)):

@@ -16,6 +16,7 @@ from paperchat.rag.judge import question_kind
 from paperchat.rag.query import query_concepts, question_slots
 
 DEV = Path(__file__).resolve().parent.parent / "eval" / "questions" / "dev.jsonl"
+TUNE_FACTS = DEV.with_name("tune_facts.jsonl")
 
 
 def dev_question(qid: str) -> dict:
@@ -105,6 +106,16 @@ def test_a_single_fact_question_cites_its_paper_first(chat):
     sources = chat.search(record["question"])
     assert question_kind(record["question"]) == "single"
     assert [p.title for p in sources.matching] == record["gold_titles"]
+
+
+def test_a_fact_question_that_first_describes_its_paper_is_answered_with_the_fact(chat):
+    # "A blind-docking method combines … . Which state-of-the-art method …?" (eval/questions/tune_facts.jsonl)
+    record = next(r for r in map(json.loads, TUNE_FACTS.read_text(encoding="utf-8").splitlines())
+                  if r["id"] == "TI06")
+    answer = chat.ask(record["question"], answerer="extractive")
+    assert answer.kind == "single" and not answer.abstained  # not a list of every docking paper
+    assert [c.title for c in answer.citations] == record["gold_titles"]
+    assert all(fact in answer.text for fact in record["must_mention"])
 
 
 @pytest.mark.parametrize(

@@ -71,3 +71,15 @@ def test_sentence_pick_reports_the_share_of_fact_questions_whose_facts_are_picke
     assert report["questions"] == 2  # list questions have no facts to pick
     # the first sentence of each restates its question; the second adds the rice count; the fourth the bladder
     assert (report["top1"], report["top2"], report["top4"], report["missed"]) == (0.0, 0.5, 1.0, [])
+
+
+def test_a_fact_answer_that_lost_the_papers_name_for_it_gets_the_papers_words():
+    abstract = ("ConvNets are thought to fall behind Vision Transformers at web scale. "
+                "We pre-train NFNets on JFT-4B, a large labelled dataset. "
+                "After fine-tuning on ImageNet, they match Vision Transformers.")
+    paper = RetrievedPaper(id="nf", title="NFNets at scale", score=1.0, rank=1, abstract=abstract)
+    question = "What data were the NFNets pre-trained on?"
+    quote = source_quote("The NFNets were pre-trained on ImageNet [1].", question, paper, {"nf": 1})
+    assert "JFT-4B" in quote
+    said = "The NFNets were pre-trained on JFT-4B and fine-tuned on ImageNet [1]."
+    assert source_quote(said, question, paper, {"nf": 1}) == ""  # nothing the quote names is missing
