@@ -130,6 +130,10 @@ def normalize_fact(text: str) -> str:
     return " ".join(text.split())
 
 
+# A hyphen beside a letter: "mlp-mixer", "resnet-50", "3-layer".
+_WORD_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z0-9])|(?<=[0-9])-(?=[a-z])")
+
+
 def mentions(answer: str, fact: str) -> bool:
     """Whether the answer states the fact, after `normalize_fact` on both.
 
@@ -142,6 +146,13 @@ def mentions(answer: str, fact: str) -> bool:
     (True, True)
     >>> mentions("It uses eigenvalues.", "eigen"), mentions("Batch size 64s.", "64")
     (False, False)
+
+    A hyphen beside a letter is a spelling, not a difference ("MLP-Mixer" states "MLPMixer"; "ResNet50"
+    states "ResNet-50"); between two digits it is not ("2-3" does not state "23"):
+    >>> mentions("It beats MLP-Mixer.", "MLPMixer"), mentions("ResNet50 wins", "ResNet-50")
+    (True, True)
+    >>> mentions("2-3 layers", "23")
+    False
     """
     needle = normalize_fact(fact)
     if not needle:
@@ -153,7 +164,11 @@ def mentions(answer: str, fact: str) -> bool:
         pattern += r"(?:e?s)?(?!\w)"
     elif needle[-1].isalnum():
         pattern += r"(?!\w)" + (r"(?![.,]\d)" if needle[-1].isdigit() else "")
-    return re.search(pattern, normalize_fact(answer)) is not None
+    answer = normalize_fact(answer)
+    if re.search(pattern, answer):
+        return True
+    bare = pattern.replace(re.escape(needle), re.escape(_WORD_HYPHEN.sub("", needle)))
+    return re.search(bare, _WORD_HYPHEN.sub("", answer)) is not None
 
 
 def percentile(values: Sequence[float], q: float) -> float:
