@@ -43,7 +43,8 @@ _LIST_PATTERNS = re.compile(
     r"|^\s*(any|anything|anyone|anybody)\b"
     r"|^\s*(has|have|did|does|do) (anyone|anybody|someone|any)\b"
     r"|^\s*(has|have) \S+(?: \S+)? been\b"
-    r"|^\s*what(?:'s| is| has been| have people) (?:out )?(?:there|done)\b|^\s*what has been done\b"
+    r"|^\s*what(?:'s| is| has been| have people) (?:out )?(?:there|done)\b"
+    r"|^\s*what has been (?:done|written|published|proposed)\b"
     r"|\b(papers|works|studies) (on|about|that|which|using|proposing)\b",
     re.IGNORECASE)
 # A question that starts with none of these words names a topic ("Recommender systems papers?").
