@@ -318,8 +318,8 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
 def source_quote(answer: str, query: str, paper: RetrievedPaper, number_of: dict[str, int]) -> str:
     """The answering paper's own best sentences, quoted beneath a fact answer the model wrote, when
     the model's words may have lost or changed the fact: a sentence was marked unsupported, or the
-    quoted sentences state a number or a name (`names_in`) that the answer does not. Else "" (the
-    model said it already).
+    quoted sentences state a number or a name (`names_in`) that the answer does not, or the answer
+    only restated the question. Else "" (the model said it already).
 
     The quote is the extractive answer's (`rag.sentences.best_sentences`): a reader checks the
     model's sentence against the paper's own words without opening the sources.
@@ -332,7 +332,8 @@ def source_quote(answer: str, query: str, paper: RetrievedPaper, number_of: dict
     ''
     """
     quoted = paper_excerpt(query, paper, 2)
-    lost = numbers_in(quoted) - numbers_in(answer) or names_in(quoted) - names_in(answer)
+    lost = (numbers_in(quoted) - numbers_in(answer) or names_in(quoted) - names_in(answer)
+            or not content_words(answer) - content_words(query))  # it only restated the question
     if not quoted or (UNSUPPORTED not in answer and not lost):
         return ""
     return f"{QUOTE_LEAD} [{number_of[paper.id]}]: \"{neutralise_markers(fold_spaces(quoted))}\""

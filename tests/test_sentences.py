@@ -83,3 +83,13 @@ def test_a_fact_answer_that_lost_the_papers_name_for_it_gets_the_papers_words():
     assert "JFT-4B" in quote
     said = "The NFNets were pre-trained on JFT-4B and fine-tuned on ImageNet [1]."
     assert source_quote(said, question, paper, {"nf": 1}) == ""  # nothing the quote names is missing
+
+
+def test_a_fact_answer_that_only_restates_the_question_gets_the_papers_words():
+    abstract = ("We propose sparsemax, a sparse alternative to softmax. "
+                "It comes with a convex loss function, which is related to the Huber classification loss.")
+    paper = RetrievedPaper(id="sm", title="From Softmax to Sparsemax", score=1.0, rank=1, abstract=abstract)
+    question = "The sparse replacement for softmax has a convex loss: which older loss is it related to?"
+    quote = source_quote("The sparse replacement for softmax has a convex loss [1].", question, paper,
+                         {"sm": 1})
+    assert "Huber" in quote
