@@ -43,7 +43,7 @@ _LIST_PATTERNS = re.compile(
     r"|^\s*(any|anything|anyone|anybody)\b"
     r"|^\s*(has|have|did|does|do) (anyone|anybody|someone|any)\b"
     r"|^\s*(has|have) \S+(?: \S+)? been\b"
-    r"|^\s*what(?:'s| is| has been| have people) (?:out )?(?:there|done)\b"
+    r"|^\s*what(?:'s| is| has been| have people) (?:out |in )?(?:there|here|done)\b"
     r"|^\s*what has been (?:done|written|published|proposed)\b"
     r"|\b(papers|works|studies) (on|about|that|which|using|proposing)\b",
     re.IGNORECASE)
@@ -74,6 +74,8 @@ def question_kind(question: str) -> QuestionKind:
     ('list', 'single')
     >>> question_kind("Roughly how much compute went into meta-training VeLO?")
     'single'
+    >>> question_kind("What's in here on federated learning?")
+    'list'
 
     A question may open with what it is about and ask after a colon, a semicolon, a dash, a comma or
     a full stop:
