@@ -158,6 +158,11 @@ class Retriever:
             mentioned = set().union(*parts.values()) if parts else set()
             part_credit = {n: credit_share(key_slots, found) for n, found in parts.items()}
             best_part = max(part_credit, key=lambda n: (part_credit[n], n != 0), default=None)
+            # the sentence shown beneath the title: the one that, with the title, names most of the key
+            # concepts (the title already shows "Pruning"; the sentence should show "ResNet-50")
+            in_title = parts.get(0, set())
+            shown_part = max((n for n in parts if n != 0), default=best_part,
+                             key=lambda n: (credit_share(key_slots, parts[n] | in_title), part_credit[n], -n))
             papers.append(RetrievedPaper(
                 id=pid, title=paper.title, year=paper.year, score=round(fused[pid], 6), rank=len(papers) + 1,
                 passage=passages.get(best_chunk[pid], ""), abstract=paper.abstract,
@@ -172,7 +177,7 @@ class Retriever:
                     title_key_coverage=round(part_credit.get(0, 0.0), 4),
                     absent_share=round(absent_share, 4),
                     concepts_matched=[c.text for c in concepts if c.text in mentioned],
-                    evidence=texts[pid][best_part] if best_part else ""),
+                    evidence=texts[pid][shown_part] if shown_part else ""),
                 metadata={"authors": list(paper.authors), "author_count": paper.author_count,
                           "date": paper.date, "url": paper.url, "upvotes": paper.upvotes,
                           "categories": list(paper.categories), "sources": list(paper.sources)}))

@@ -155,6 +155,19 @@ def test_the_quote_under_a_listed_paper_names_what_the_question_asks_for(chat):
         assert "knowledge distillation" in evidence_of(paper, sources.search_query).lower(), paper.title
 
 
+def test_the_quote_under_a_listed_paper_adds_what_its_title_does_not_say(chat):
+    # "Is Complexity Required for Neural Network Pruning?" says pruning; its quote should say ResNet-50,
+    # not "Pruning neural networks has become popular …"
+    from paperchat.ui.render import evidence_of
+
+    sources = chat.search("Which papers prune ResNet-50?")
+    titled = [p for p in sources.matching if "prun" in p.title.lower() and "resnet-50" not in p.title.lower()
+              and "ResNet-50" in p.abstract]
+    assert titled
+    for paper in titled:
+        assert "ResNet-50" in evidence_of(paper, sources.search_query), paper.title
+
+
 def test_framing_words_are_not_concepts_and_compounds_keep_their_spellings():
     concepts = {
         c.text: c
