@@ -57,8 +57,10 @@ _QUESTION_OPENER = re.compile(r"^\s*(?:(?:roughly|approximately|about|around|exa
                               r"tell|give|name|list|show|find|explain|describe)\b", re.IGNORECASE)
 
 # Where a question's own clause may start: "The line-graph GNN for atomistic models: which dataset …?",
-# "There's a paper that … . Which datasets did it use?", "Apart from ResNets, which architecture …?"
-_CLAUSE_BREAK = re.compile(r"[:;,]\s+|\s[—–]\s|\s--?\s|(?<=[.!?])\s+")
+# "There's a paper that … . Which datasets did it use?", "Apart from ResNets, which architecture …?",
+# "Training a ResNet-50 with multi-labels gives what top-1 accuracy?" ("which" inside a question is
+# more often a relative pronoun: "work which prunes BERT").
+_CLAUSE_BREAK = re.compile(r"[:;,]\s+|\s[—–]\s|\s--?\s|(?<=[.!?])\s+|\s(?=(?:what|how many|how much)\s)")
 
 
 def question_kind(question: str) -> QuestionKind:
@@ -86,6 +88,8 @@ def question_kind(question: str) -> QuestionKind:
     >>> question_kind("There's a study of XAI on satellite images. Which datasets did it use?")
     'single'
     >>> question_kind("Apart from ResNets, which lightweight architecture was the method tested on?")
+    'single'
+    >>> question_kind("Each image becomes how many tokens in the token-based ImageNet classifier?")
     'single'
 
     A plural names what is asked for only near the question word ("which of the papers", not "what
