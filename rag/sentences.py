@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 
-from paperchat.rag.query import find_abbreviations
+from paperchat.rag.query import abbreviations_in, find_abbreviations
 from paperchat.rag.text import content_stems, split_sentences
 
 ASK_WEIGHT = 3.0
@@ -55,8 +55,6 @@ _ASKS_FOR_NUMBER = re.compile(r"\b(accuracy|error|percent|speed|bandwidth|fracti
 _ASKS_FOR_PAPERS = re.compile(r"^(?:the\s+)?(?:papers?|works?|stud(?:y|ies)|articles?)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"\d[\d,.]*")
 _TOKEN = re.compile(r"\b[A-Za-z0-9][\w-]*\b")
-# An abbreviation as `rag.query` reads one: two capitals at least ("CTV", "LLMs").
-_ABBREVIATION = re.compile(r"\b[A-Za-z0-9-]*[A-Z][A-Za-z0-9-]*[A-Z][A-Za-z0-9-]*\b")
 
 
 def best_sentences(question: str, abstract: str, limit: int = 2) -> list[str]:
@@ -114,9 +112,8 @@ Cityscapes and SUN datasets.']
 def _stems(text: str, defined: dict[str, set[str]]) -> set[str]:
     """`content_stems` of `text`, with the long form of each abbreviation in `defined` it uses."""
     stems = content_stems(text)
-    for token in _ABBREVIATION.findall(text):
-        short = token[:-1] if len(token) > 2 and token.endswith("s") and token[-2].isupper() else token
-        for long in defined.get(short.lower(), ()):
+    for short in abbreviations_in(text):
+        for long in defined.get(short, ()):
             stems |= content_stems(long)
     return stems
 
