@@ -157,6 +157,14 @@ def mentions(answer: str, fact: str) -> bool:
     needle = normalize_fact(fact)
     if not needle:
         raise ValueError("an empty must_mention fact matches everything; remove it")
+    answer = normalize_fact(answer)
+    if re.search(_standing_alone(needle), answer):
+        return True
+    return re.search(_standing_alone(_WORD_HYPHEN.sub("", needle)), _WORD_HYPHEN.sub("", answer)) is not None
+
+
+def _standing_alone(needle: str) -> str:
+    """A pattern for `needle` as a whole fact: not inside a longer word or number; a word may be plural."""
     pattern = re.escape(needle)
     if needle[0].isalnum():
         pattern = r"(?<![\w])" + (r"(?<!\d[.,])" if needle[0].isdigit() else "") + pattern
@@ -164,11 +172,7 @@ def mentions(answer: str, fact: str) -> bool:
         pattern += r"(?:e?s)?(?!\w)"
     elif needle[-1].isalnum():
         pattern += r"(?!\w)" + (r"(?![.,]\d)" if needle[-1].isdigit() else "")
-    answer = normalize_fact(answer)
-    if re.search(pattern, answer):
-        return True
-    bare = pattern.replace(re.escape(needle), re.escape(_WORD_HYPHEN.sub("", needle)))
-    return re.search(bare, _WORD_HYPHEN.sub("", answer)) is not None
+    return pattern
 
 
 def percentile(values: Sequence[float], q: float) -> float:
