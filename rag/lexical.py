@@ -11,13 +11,12 @@ updates in place (an ingest of one changed paper does not rebuild anything) and 
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -60,13 +59,16 @@ _SINGLE_WORDS = re.compile(r'"[^" ]+"(?: OR "[^" ]+")*')
 COMMON_TERM_IDF_SHARE = 0.25
 # At most this many of a question's terms, the rarest, go into the FTS5 query.
 MAX_QUERY_TERMS = 12
-# FTS5's bm25() gives a term at most IDF * (k1 + 1) in any row (k1 = 1.2): the term-frequency factor
-# f * (k1 + 1) / (f + k1 * length norm) stays under k1 + 1 whatever the column weights.
-BM25_TERM_CEILING = 2.2
-FLOOR_MARGIN = 0.99  # common terms are left out only clearly under the floor (row counts, float sums)
-# Below this many rows in all (about 40 ms of scoring on 2 cores) the whole query costs less than the
-# extra statements of leaving common terms out (on the bundled 573 papers they made it 1.4-1.5x slower).
-PRUNE_MIN_ROWS = 20_000
+# Every occurrence of a term, from FTS5's own index: its row and column, and for the words of a
+# phrase also its position, one int each, read as one comma-joined string.
+INSTANCES = ("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_instances "
+             "USING fts5vocab(main, chunks_fts, instance)")
+_OCCURRENCES = "SELECT group_concat(doc * 2 + (col = 'passage')) FROM temp.chunks_instances WHERE term = ?"
+POSITION_BITS = 20  # a word's offset within its column; a chunk holds a few hundred
+_POSITIONS = (f"SELECT group_concat((doc << {POSITION_BITS + 1}) | ((col = 'passage') << {POSITION_BITS}) "
+              "| offset) FROM temp.chunks_instances WHERE term = ?")
+# FTS5's bm25() constants, which `LexicalIndex.bm25` reproduces.
+BM25_K1, BM25_B = 1.2, 0.75
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -156,6 +158,7 @@ class LexicalIndex:
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
             self.db.execute(VOCAB)
+            self.db.execute(INSTANCES)
         except sqlite3.DatabaseError as error:
             raise LexicalIndexError(damaged_message(path, error)) from None
         # Term statistics, valid while the file is unchanged: `PRAGMA data_version` moves when another
@@ -163,6 +166,7 @@ class LexicalIndex:
         self._stats: dict[str, int] = {}
         self._data_version = -1
         self._row_papers: np.ndarray | None = None  # FTS rowid → paper ordinal, for counting papers
+        self._row_sizes: tuple[np.ndarray, int, float] | None = None  # see `_sizes`
         self._paper_terms = self.get_meta(PAPER_TERMS_READY) == "1"
 
     def close(self) -> None:
@@ -254,7 +258,11 @@ class LexicalIndex:
         return dict(self.db.execute("SELECT id, content_hash FROM papers"))
 
     def paper_count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM papers").fetchone()[0]
+        """Papers in the index, cached while it is unchanged (a count of 1M rows takes ~5 ms)."""
+        stats = self._valid_stats()
+        if "\0papers" not in stats:
+            stats["\0papers"] = self.db.execute("SELECT count(*) FROM papers").fetchone()[0]
+        return stats["\0papers"]
 
     def chunk_ids(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT id FROM chunks")}
@@ -285,16 +293,17 @@ class LexicalIndex:
     def passages(self, chunk_ids: Sequence[str]) -> dict[str, str]:
         return dict(self._rows_where_in("SELECT id, passage FROM chunks WHERE id", chunk_ids))
 
-    def _rows_where_in(self, select: str, keys: Sequence) -> Iterator[tuple]:
+    def _rows_where_in(self, select: str, keys: Sequence, params: Sequence = ()) -> Iterator[tuple]:
         """The rows of `select` + " IN (keys)", asked 500 keys at a time (SQLite's bound on parameters)."""
         for start in range(0, len(keys), 500):
             batch = list(keys[start:start + 500])
-            yield from self.db.execute(f"{select} IN ({','.join('?' * len(batch))})", batch)
+            yield from self.db.execute(f"{select} IN ({','.join('?' * len(batch))})", [*params, *batch])
 
     # --- term statistics ---------------------------------------------------------------------
     def _forget_stats(self) -> None:
         self._stats.clear()
         self._row_papers = None
+        self._row_sizes = None
 
     def _valid_stats(self) -> dict[str, int]:
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
@@ -391,60 +400,100 @@ class LexicalIndex:
                title_weight: float = 2.0, include_undated: bool = True) -> list[tuple[str, str, float]]:
         """(chunk id, paper id, BM25 score; higher is better) for the best `limit` chunks.
 
-        Only `discriminating_terms` are searched, which bounds the rows FTS5 scores, rows that only
-        the most common of them hold are left unscored where they cannot rank (`_best_rows`), and only
-        the best `limit` rows are looked up in `chunks`.
+        The scores are FTS5's `-bm25(chunks_fts, title_weight, 1.0)` for the OR of the
+        `discriminating_terms`, computed by `bm25` from the terms' occurrences. Only the best rows
+        are looked up in `chunks`, and a year filter is applied to them, best first, until `limit`
+        pass it.
         """
         terms = self.discriminating_terms(text, limit)
         if not terms:
             return []
-        where, params = "chunks_fts MATCH ?", []
+        scores = self.bm25(terms, title_weight)
+        rows = np.flatnonzero(scores)
+        select, params = "SELECT c.rowid, c.id, c.paper_id FROM chunks c WHERE", []
         if year_min is not None or year_max is not None or not include_undated:
-            undated = " OR year IS NULL" if include_undated else ""
-            where += f" AND paper_id IN (SELECT id FROM papers WHERE year BETWEEN ? AND ?{undated})"
+            undated = " OR p.year IS NULL" if include_undated else ""
+            select = ("SELECT c.rowid, c.id, c.paper_id FROM chunks c JOIN papers p ON p.id = c.paper_id "
+                      f"WHERE (p.year BETWEEN ? AND ?{undated}) AND")
             params = [-10**6 if year_min is None else year_min, 10**6 if year_max is None else year_max]
-        sql = (f"SELECT rowid, -bm25(chunks_fts, ?, 1.0) AS score FROM chunks_fts WHERE {where} "
-               "ORDER BY score DESC LIMIT ?")
-        best = self._best_rows(terms, limit, lambda match: self.db.execute(
-            sql, [title_weight, match, *params, limit]).fetchall())
-        chunks = {rowid: (chunk_id, paper_id) for rowid, chunk_id, paper_id in self._rows_where_in(
-            "SELECT rowid, id, paper_id FROM chunks WHERE rowid", [rowid for rowid, _ in best])}
-        return [(*chunks[rowid], score) for rowid, score in best if rowid in chunks]
+        found: dict[int, tuple[str, str]] = {}
+        asked: set[int] = set()
+        best, wanted = [], limit
+        while len(found) < limit and len(best) < len(rows):
+            wanted = min(wanted, len(rows))
+            top = rows[np.argpartition(-scores[rows], wanted - 1)[:wanted]] if wanted < len(rows) else rows
+            best = top[np.lexsort((top, -scores[top]))].tolist()  # best first; ties by row
+            new = [rowid for rowid in best if rowid not in asked]  # (ties at the edge may differ)
+            asked.update(new)
+            found.update((rowid, (chunk_id, paper_id)) for rowid, chunk_id, paper_id in self._rows_where_in(
+                f"{select} c.rowid", new, params))
+            wanted *= 4
+        return [(*found[rowid], float(scores[rowid])) for rowid in best if rowid in found][:limit]
 
-    def _best_rows(self, terms: list[str], limit: int,
-                   best: Callable[[str], list[tuple[int, float]]]) -> list[tuple[int, float]]:
-        """The best `limit` (rowid, score) of the OR of `terms` (rarest first), as `best(match)` scores
-        them, found without scoring every row of the most common terms where their scores cannot matter.
+    def bm25(self, terms: Sequence[str], title_weight: float = 2.0) -> np.ndarray:
+        """Row id → FTS5's `-bm25(chunks_fts, title_weight, 1.0)` for the OR of `terms` (0: no term).
 
-        The rarest terms' rows, scored on those terms alone, put a floor under the limit-th best
-        score (a row's full score is at least its part). A row holding none of the rarer terms scores
-        at most the sum of the common terms' ceilings (`BM25_TERM_CEILING`); when that is under the
-        floor, no such row is among the best, so only rows with a rarer term are scored, in two parts:
-        those with a common term too, and those without (where a common term scores 0, as it would).
-        Each row keeps the score the whole query gives it (same terms, same order, same IDF), so the
-        result is the whole query's. Multi-word terms are never left out: their row counts are only
-        bounded. Side by side on a 100k-paper index, 199 questions: 0.74-0.93 of the whole query's
-        time, the same rows and scores for all 199; at 10k papers equal within noise.
+        The same formula and statistics as FTS5's bm25() (k1 1.2, b 0.75; a term's IDF from the rows
+        holding it, never under 1e-6; the row's length over all columns against the average), from
+        each term's occurrences (fts5vocab) and the row lengths (`_sizes`). It costs about half of
+        FTS5's, which looks up every matching row's size and positions one row at a time.
         """
-        query = _or(terms)
-        rows = [self.phrase_rows(term) for term in terms]
-        enough = next((n for n, spent in enumerate(itertools.accumulate(rows), 1) if spent >= 2 * limit),
-                      len(terms))
-        if enough >= len(terms) or sum(rows) < PRUNE_MIN_ROWS:
-            return best(query)
-        part = best(_or(terms[:enough]))
-        floor = part[-1][1] if len(part) == limit else 0.0
-        total, ceiling, common = self.chunk_count(), 0.0, 0
-        for term, count in zip(terms[:0:-1], rows[:0:-1]):  # the most common first; the rarest stays
-            ceiling += BM25_TERM_CEILING * bm25_idf(count, total)
-            if len(index_terms(term)) != 1 or ceiling >= FLOOR_MARGIN * floor:
-                break
-            common += 1
-        if not common:
-            return best(query)
-        rare, frequent = _or(terms[:-common]), _or(terms[-common:])
-        found = best(f"({rare}) AND ({frequent})") + best(f"({rare}) NOT ({frequent})")
-        return sorted(found, key=lambda row: -row[1])[:limit]
+        sizes, rows_total, average = self._sizes()
+        scores = np.zeros(len(sizes))
+        for term in terms:
+            rows, frequency = self._frequencies(term, title_weight)
+            if not len(rows):
+                continue
+            idf = bm25_idf(len(rows), rows_total)
+            norm = BM25_K1 * (1 - BM25_B + BM25_B * sizes[rows] / average)
+            scores[rows] += idf * ((frequency * (BM25_K1 + 1.0)) / (frequency + norm))
+        return scores
+
+    def _frequencies(self, term: str, title_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """The rows holding `term` (a word or a phrase), ascending, and its weighted count in each."""
+        words = index_terms(term)
+        if len(words) == 1:
+            keys = self._ints(_OCCURRENCES, words[0])
+            rows, in_passage = keys >> 1, keys & 1
+        else:  # a phrase: where each next word stands one place after the one before
+            keys = self._ints(_POSITIONS, words[0])
+            for shift, word in enumerate(words[1:], 1):
+                keys = np.intersect1d(keys, self._ints(_POSITIONS, word) - shift, assume_unique=True)
+            rows, in_passage = keys >> (POSITION_BITS + 1), (keys >> POSITION_BITS) & 1
+        if not len(rows):
+            return rows, np.zeros(0)
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        return rows[starts], np.add.reduceat(np.where(in_passage, 1.0, title_weight), starts)
+
+    def _ints(self, sql: str, word: str) -> np.ndarray:
+        joined = self.db.execute(sql, (word,)).fetchone()[0]
+        keys = np.fromstring(joined or "", dtype=np.int64, sep=",")
+        if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # fts5vocab lists them in order; never rely on it
+            keys.sort()
+        return keys
+
+    def _sizes(self) -> tuple[np.ndarray, int, float]:
+        """Row id → tokens in the row (all columns), the row count and the average, as FTS5 keeps them.
+
+        Read once per index state from FTS5's `chunks_fts_docsize` (one varint per column, decoded
+        together: 49 ms for 164k rows).
+        """
+        self._valid_stats()
+        if self._row_sizes is None:
+            ids, blobs = self.db.execute(
+                "SELECT group_concat(id), group_concat(hex(sz), '') FROM chunks_fts_docsize").fetchone()
+            ids = np.fromstring(ids or "", dtype=np.int64, sep=",")
+            raw = np.frombuffer(bytes.fromhex(blobs or ""), dtype=np.uint8)
+            last = (raw & 0x80) == 0  # a varint's last byte; big-endian, 7 bits a byte
+            varint = np.cumsum(last) - last
+            place = np.flatnonzero(last)[varint] - np.arange(len(raw))
+            values = np.bincount(varint, weights=(raw & 0x7F) * 128.0 ** place)
+            columns = len(values) // max(len(ids), 1)
+            totals = values.reshape(len(ids), columns).sum(axis=1) if len(ids) else values
+            table = np.zeros(int(ids.max(initial=0)) + 1)
+            table[ids] = totals
+            self._row_sizes = (table, len(ids), float(totals.sum()) / max(len(ids), 1))
+        return self._row_sizes
 
 
 class ForeignDatabaseError(LexicalIndexError):

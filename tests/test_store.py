@@ -62,46 +62,31 @@ def test_lexical_search_finds_the_papers_with_the_rare_terms_despite_common_word
     assert index.lexical_search("which papers?", limit=5) == []
 
 
-class RecordingConnection:
-    """The index's SQLite connection, keeping the MATCH expressions it is asked."""
-
-    def __init__(self, db):
-        self.db, self.matches = db, []
-
-    def execute(self, sql, params=()):
-        self.matches += [p for p in params if isinstance(p, str) and '"' in p]
-        return self.db.execute(sql, params)
-
-    def __getattr__(self, name):
-        return getattr(self.db, name)
-
-
-@pytest.mark.parametrize("limit", [2, 3, 5, 10, 150])
-def test_lexical_search_scores_as_the_whole_query_when_it_leaves_common_terms_unsearched(index, limit,
-                                                                                       monkeypatch):
+@pytest.mark.parametrize("limit", [3, 10, 150])
+@pytest.mark.parametrize("years", [(None, None, True), (2020, 2022, True), (2019, None, False)])
+def test_lexical_search_ranks_and_scores_as_fts5_bm25(index, limit, years):
+    """The BM25 computed from the terms' occurrences gives FTS5's own scores and rows, filters included."""
     lexical = index.lexical
-    recording = RecordingConnection(lexical.db)
-    monkeypatch.setattr(lexical, "db", recording)
-    monkeypatch.setattr("paperchat.rag.lexical.PRUNE_MIN_ROWS", 0)  # a large collection's behaviour
+    year_min, year_max, include_undated = years
     questions = ["Which papers train deep neural network models with FP8 or 8-bit floating point formats?",
                  "Any papers on knowledge distillation of large language models into small student models?",
                  "What accuracy does a model reach on ImageNet with the proposed training method?",
                  "Which papers prune ResNet-50 networks?"]
     for question in questions:
         match = " OR ".join(f'"{term}"' for term in lexical.discriminating_terms(question, limit))
-        whole = recording.db.execute(
+        assert '"resnet 50"' in match or "ResNet" not in question  # a phrase is scored too
+        undated = " OR year IS NULL" if include_undated else ""
+        whole = lexical.db.execute(
             "SELECT c.id, c.paper_id, -bm25(chunks_fts, 2.0, 1.0) AS score FROM chunks_fts JOIN chunks AS c "
-            "ON c.rowid = chunks_fts.rowid WHERE chunks_fts MATCH ? ORDER BY score DESC LIMIT ?",
-            (match, limit)).fetchall()
-        found = lexical.search(question, limit)
-        assert [score for *_, score in found] == [score for *_, score in whole]
+            "ON c.rowid = chunks_fts.rowid WHERE chunks_fts MATCH ? AND c.paper_id IN "
+            f"(SELECT id FROM papers WHERE year BETWEEN ? AND ?{undated}) ORDER BY score DESC LIMIT ?",
+            (match, year_min or -10**6, year_max or 10**6, limit)).fetchall()
+        found = lexical.search(question, limit, year_min, year_max, include_undated=include_undated)
+        assert whole
+        assert [score for *_, score in found] == pytest.approx([score for *_, score in whole], abs=1e-12)
         last = whole[-1][2]  # rows tied with the last may be any of them
-        assert {row for row in found if row[2] > last} == {row for row in whole if row[2] > last}
-    pruned = [m for m in recording.matches if " NOT (" in m]
-    if limit <= 3:
-        assert pruned  # the common terms' rows were left unscored for some question
-    if limit == 150:
-        assert not pruned  # the small collection has too few rows for a floor
+        above = [{row[:2] for row in rows if row[2] > last + 1e-9} for rows in (found, whole)]
+        assert above[0] == above[1]
 
 
 def test_vectors_of_returns_every_chunk_of_the_papers_asked_for(index):
