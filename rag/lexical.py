@@ -16,7 +16,9 @@ import math
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -59,16 +61,29 @@ _SINGLE_WORDS = re.compile(r'"[^" ]+"(?: OR "[^" ]+")*')
 COMMON_TERM_IDF_SHARE = 0.25
 # At most this many of a question's terms, the rarest, go into the FTS5 query.
 MAX_QUERY_TERMS = 12
-# Every occurrence of a term, from FTS5's own index: its row and column, and for the words of a
-# phrase also its position, one int each, read as one comma-joined string.
+# Every occurrence of a term, from FTS5's own index, as one comma-joined string.
 INSTANCES = ("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_instances "
              "USING fts5vocab(main, chunks_fts, instance)")
+# An occurrence is one int: its row, then 1 bit for the passage (0: the title); `_POSITIONED` adds its
+# place in the column below that (the words of a phrase stand at consecutive places).
 _OCCURRENCES = "SELECT group_concat(doc * 2 + (col = 'passage')) FROM temp.chunks_instances WHERE term = ?"
-POSITION_BITS = 20  # a word's offset within its column; a chunk holds a few hundred
-_POSITIONS = (f"SELECT group_concat((doc << {POSITION_BITS + 1}) | ((col = 'passage') << {POSITION_BITS}) "
-              "| offset) FROM temp.chunks_instances WHERE term = ?")
+PLACE_BITS = 20  # a column holds a few hundred tokens
+_POSITIONED = (f"SELECT group_concat((doc * 2 + (col = 'passage')) << {PLACE_BITS} | offset) "
+               "FROM temp.chunks_instances WHERE term = ?")
+# A phrase's rows and their bm25() for it alone (an auxiliary function cannot sit in an aggregate:
+# the subquery, kept apart by its LIMIT, computes it first).
+_PHRASE_PARTS = ("SELECT group_concat(rowid), group_concat(part) FROM (SELECT rowid, "
+                 "-bm25(chunks_fts, ?, 1.0) AS part FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT -1)")
 # FTS5's bm25() constants, which `LexicalIndex.bm25` reproduces.
 BM25_K1, BM25_B = 1.2, 0.75
+# Each term's rows and score parts are kept while the index is unchanged, up to this many bytes
+# (least recently used first out): questions share terms ("ImageNet", "top-1"), and at 1M papers
+# such a term's part takes 40-90 ms to compute.
+PARTS_CACHE_BYTES = 256 * 2**20
+# Threads beside the caller's: one counts the concepts' papers while the other shares the lexical
+# search's terms with the caller (two cores busy; one more thread where that counting runs long).
+ASIDE_THREADS = 2
+PHRASE_ROW_COST = 4  # FTS5's bm25() of a phrase, per row, against a word's occurrences read by `_part`
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -167,9 +182,21 @@ class LexicalIndex:
         self._data_version = -1
         self._row_papers: np.ndarray | None = None  # FTS rowid → paper ordinal, for counting papers
         self._row_sizes: tuple[np.ndarray, int, float] | None = None  # see `_sizes`
+        self._parts: OrderedDict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._parts_bytes = 0
+        self._parts_lock = threading.Lock()
+        self._ordinals_lock = threading.Lock()
+        self._state = 0  # moves whenever the cached statistics are forgotten
+        self._aside: ThreadPoolExecutor | None = None  # threads for `count_papers_soon` and `bm25`
+        self._side = threading.local()  # each of those threads' connection
+        self._side_dbs: list[sqlite3.Connection] = []
         self._paper_terms = self.get_meta(PAPER_TERMS_READY) == "1"
 
     def close(self) -> None:
+        if self._aside is not None:
+            self._aside.shutdown(wait=True)
+        for db in self._side_dbs:
+            db.close()
         self.db.close()
 
     # --- journal: what an interrupted ingest left half-written ------------------------------
@@ -301,9 +328,13 @@ class LexicalIndex:
 
     # --- term statistics ---------------------------------------------------------------------
     def _forget_stats(self) -> None:
+        self._state += 1
         self._stats.clear()
         self._row_papers = None
         self._row_sizes = None
+        with self._parts_lock:
+            self._parts.clear()
+            self._parts_bytes = 0
 
     def _valid_stats(self) -> dict[str, int]:
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
@@ -312,20 +343,21 @@ class LexicalIndex:
             self._data_version = version
         return self._stats
 
-    def _paper_ordinals(self) -> np.ndarray:
+    def _paper_ordinals(self, db: sqlite3.Connection) -> np.ndarray:
         """FTS rowid → a number per paper (-1: no row), read once per index state from `chunks_paper`."""
-        if self._row_papers is None:
-            rowids, ordinals, previous, ordinal = [], [], None, -1
-            by_paper = "SELECT rowid, paper_id FROM chunks INDEXED BY chunks_paper ORDER BY paper_id"
-            for rowid, paper_id in self.db.execute(by_paper):
-                if paper_id != previous:
-                    previous, ordinal = paper_id, ordinal + 1
-                rowids.append(rowid)
-                ordinals.append(ordinal)
-            table = np.full(max(rowids, default=0) + 1, -1, dtype=np.int32)
-            table[np.asarray(rowids, dtype=np.int64)] = ordinals
-            self._row_papers = table
-        return self._row_papers
+        with self._ordinals_lock:  # built once, whichever thread asks first
+            if self._row_papers is None:
+                rowids, ordinals, previous, ordinal = [], [], None, -1
+                by_paper = "SELECT rowid, paper_id FROM chunks INDEXED BY chunks_paper ORDER BY paper_id"
+                for rowid, paper_id in db.execute(by_paper):
+                    if paper_id != previous:
+                        previous, ordinal = paper_id, ordinal + 1
+                    rowids.append(rowid)
+                    ordinals.append(ordinal)
+                table = np.full(max(rowids, default=0) + 1, -1, dtype=np.int32)
+                table[np.asarray(rowids, dtype=np.int64)] = ordinals
+                self._row_papers = table
+            return self._row_papers
 
     def chunk_count(self) -> int:
         """Rows of the full-text table (one per chunk), cached while the index is unchanged."""
@@ -337,17 +369,25 @@ class LexicalIndex:
     def term_rows(self, terms: Iterable[str]) -> dict[str, int]:
         """Chunks containing each index term (already tokenized: see `index_terms`), from `fts5vocab`.
 
-        fts5vocab counts by reading the term's document list, so counts are cached per index state.
+        fts5vocab counts by reading the term's document list (5-20 ms for a common word at 1M papers),
+        so counts are cached per index state, and half of those not yet known are counted in another
+        thread (`_in_aside`).
         """
         stats = self._valid_stats()
-        out = {}
-        for term in set(terms):
-            key = "\0t" + term
-            if key not in stats:
-                row = self.db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?", (term,)).fetchone()
-                stats[key] = row[0] if row else 0
-            out[term] = stats[key]
-        return out
+        missing = sorted({term for term in terms if "\0t" + term not in stats})
+        aside = self._in_aside(self._rows_of, missing[1::2], None) if len(missing) > 1 else None
+        counts = self._rows_of(missing[::2], self.db)
+        counts.update(aside.result() if aside else {})
+        stats.update(("\0t" + term, count) for term, count in counts.items())
+        return {term: stats["\0t" + term] for term in set(terms)}
+
+    def _rows_of(self, terms: list[str], db: sqlite3.Connection | None) -> dict[str, int]:
+        db = db or self._side_db()
+        counts = {}
+        for term in terms:
+            row = db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?", (term,)).fetchone()
+            counts[term] = row[0] if row else 0
+        return counts
 
     def phrase_rows(self, phrase: str) -> int:
         """An upper bound on the chunks containing `phrase`: those of its rarest term (0: none can match)."""
@@ -355,28 +395,65 @@ class LexicalIndex:
         return min(self.term_rows(terms).values()) if terms else 0
 
     def document_frequency(self, match: str) -> int:
-        """How many papers match an FTS5 MATCH expression (e.g. `"sign language" OR "asl"`), cached.
+        """How many papers match an FTS5 MATCH expression (e.g. `"sign language" OR "asl"`), cached
+        per index state (`count_papers_soon` fills the cache ahead)."""
+        stats = self._valid_stats()
+        if match not in stats:
+            stats[match] = self._count_papers(match, self.db)
+        return stats[match]
 
-        Matched once per index state: only rowids leave FTS5 (no content-table lookups), as one
+    def count_papers_soon(self, matches: Sequence[str]) -> Future:
+        """Count the papers of each match expression not yet counted, in another thread through a second
+        connection, into the cache `document_frequency` reads; done when the future is.
+
+        Retrieval starts it once the question is embedded, so the counts (phrases of common words take
+        50-100 ms each at 1M papers) are made on the second core while the searches run.
+        """
+        return self._in_aside(self._count_aside, list(matches), self._state)
+
+    def _in_aside(self, function: Callable, *args) -> Future:
+        """Run `function(*args)` in one of this index's two other threads (`ASIDE_THREADS`)."""
+        if self._aside is None:
+            self._aside = ThreadPoolExecutor(ASIDE_THREADS, thread_name_prefix="paperchat-lexical")
+        return self._aside.submit(function, *args)
+
+    def _side_db(self) -> sqlite3.Connection:
+        """The calling thread's own read connection: SQLite serves one statement at a time per connection."""
+        db = getattr(self._side, "db", None)
+        if db is None:
+            db = self._side.db = _connect(self.path, read_only=True)
+            db.execute(VOCAB)
+            db.execute(INSTANCES)
+            with self._parts_lock:
+                self._side_dbs.append(db)
+        return db
+
+    def _count_aside(self, matches: list[str], state: int) -> None:
+        for match in matches:
+            if match not in self._stats:
+                count = self._count_papers(match, self._side_db())
+                if state != self._state:  # the index changed meanwhile: these counts may be stale
+                    return
+                self._stats[match] = count
+
+    def _count_papers(self, match: str, db: sqlite3.Connection) -> int:
+        """Single words (or alternatives of them) are counted in the paper-level table. Anything else is
+        matched against the chunks: only rowids leave FTS5 (no content-table lookups), as one
         comma-joined string rather than a Python row each (3x faster at 100k papers), and they are
         mapped to papers in memory.
         """
-        stats = self._valid_stats()
-        if match not in stats and self._paper_terms and _SINGLE_WORDS.fullmatch(match) \
+        if self._paper_terms and _SINGLE_WORDS.fullmatch(match) \
                 and all(len(index_terms(word.strip('"'))) == 1 for word in match.split(" OR ")):
-            # single words (or alternatives of them): count papers in the paper-level table
-            stats[match] = self.db.execute("SELECT count(*) FROM paper_terms WHERE paper_terms MATCH ?",
-                                           (match,)).fetchone()[0]
-        if match not in stats:
-            ordinals = self._paper_ordinals()
-            joined = self.db.execute("SELECT group_concat(rowid) FROM chunks_fts WHERE chunks_fts MATCH ?",
-                                     (match,)).fetchone()[0]
-            rows = np.fromstring(joined or "", dtype=np.int64, sep=",")
-            papers = ordinals[rows[rows < len(ordinals)]]
-            seen = np.zeros(len(ordinals), dtype=bool)  # ordinals < rows: every paper has a row
-            seen[papers[papers >= 0]] = True
-            stats[match] = int(seen.sum())
-        return stats[match]
+            return db.execute("SELECT count(*) FROM paper_terms WHERE paper_terms MATCH ?",
+                              (match,)).fetchone()[0]
+        ordinals = self._paper_ordinals(db)
+        joined = db.execute("SELECT group_concat(rowid) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                            (match,)).fetchone()[0]
+        rows = np.fromstring(joined or "", dtype=np.int64, sep=",")
+        papers = ordinals[rows[rows < len(ordinals)]]
+        seen = np.zeros(len(ordinals), dtype=bool)  # ordinals < rows: every paper has a row
+        seen[papers[papers >= 0]] = True
+        return int(seen.sum())
 
     def discriminating_terms(self, text: str, hits: int = 0) -> list[str]:
         """The query terms of `text` worth an FTS5 search: present in the index, not too common.
@@ -385,6 +462,7 @@ class LexicalIndex:
         at most `MAX_QUERY_TERMS` of the rarest are kept, but only where a kept term alone matches at
         least `hits` chunks: the best `hits` are then chunks that mention a rare term, as with every term.
         """
+        self.term_rows([word for term in query_terms(text) for word in index_terms(term)])  # all at once
         rows = {term: self.phrase_rows(term) for term in query_terms(text)}
         present = sorted((term for term in rows if rows[term] > 0), key=lambda term: rows[term])
         if not present:
@@ -401,9 +479,8 @@ class LexicalIndex:
         """(chunk id, paper id, BM25 score; higher is better) for the best `limit` chunks.
 
         The scores are FTS5's `-bm25(chunks_fts, title_weight, 1.0)` for the OR of the
-        `discriminating_terms`, computed by `bm25` from the terms' occurrences. Only the best rows
-        are looked up in `chunks`, and a year filter is applied to them, best first, until `limit`
-        pass it.
+        `discriminating_terms`, computed by `bm25`. Only the best rows are looked up in `chunks`,
+        and a year filter is applied to them, best first, until `limit` pass it.
         """
         terms = self.discriminating_terms(text, limit)
         if not terms:
@@ -433,44 +510,103 @@ class LexicalIndex:
     def bm25(self, terms: Sequence[str], title_weight: float = 2.0) -> np.ndarray:
         """Row id → FTS5's `-bm25(chunks_fts, title_weight, 1.0)` for the OR of `terms` (0: no term).
 
-        The same formula and statistics as FTS5's bm25() (k1 1.2, b 0.75; a term's IDF from the rows
-        holding it, never under 1e-6; the row's length over all columns against the average), from
-        each term's occurrences (fts5vocab) and the row lengths (`_sizes`). It costs about half of
-        FTS5's, which looks up every matching row's size and positions one row at a time.
+        The sum of each term's part (`_part`), in the order FTS5 adds them. A phrase whose words are
+        all searched too ("resnet 50" beside "resnet" and "50") is found from their occurrences,
+        read with their places. The parts are shared between this thread and the others
+        (`_in_aside`), the costliest first to the less loaded (a phrase's row costs FTS5 about
+        `PHRASE_ROW_COST` times a word's occurrences).
         """
-        sizes, rows_total, average = self._sizes()
-        scores = np.zeros(len(sizes))
+        sizes, state = self._sizes(), self._state
+        parts = {}
+        with self._parts_lock:
+            for key in ((term, title_weight) for term in terms if (term, title_weight) in self._parts):
+                self._parts.move_to_end(key)
+                parts[key[0]] = self._parts[key]
+        words = {index_terms(term)[0]: term for term in terms if len(index_terms(term)) == 1}
+        joined = [term for term in terms if term not in parts and len(index_terms(term)) > 1
+                  and all(word in words for word in index_terms(term))]
+        placed = {words[word] for term in joined for word in index_terms(term)}
+        cost = {term: self.phrase_rows(term) * (PHRASE_ROW_COST if len(index_terms(term)) > 1 else 1)
+                for term in terms if (term not in parts and term not in joined) or term in placed}
+        load, aside, own = [0, 0], {}, []
+        for term in sorted(cost, key=lambda t: -cost[t]):
+            thread = load.index(min(load))
+            load[thread] += cost[term]
+            if thread:
+                aside[term] = self._in_aside(self._part, term, title_weight, sizes, state, term in placed,
+                                             True)
+            else:
+                own.append(term)
+        found = {term: self._part(term, title_weight, sizes, state, term in placed) for term in own}
+        found.update((term, future.result()) for term, future in aside.items())
+        parts.update((term, found[term][:2]) for term in found)
+        for term in joined:  # where each next word stands one place after the one before
+            keys = found[words[index_terms(term)[0]]][2]
+            for shift, word in enumerate(index_terms(term)[1:], 1):
+                following = found[words[word]][2] - shift
+                at = np.minimum(np.searchsorted(following, keys), max(len(following) - 1, 0))
+                keys = keys[following[at] == keys] if len(following) else following
+            found_rows = self._scored(keys >> PLACE_BITS, title_weight, sizes)
+            parts[term] = self._keep(term, title_weight, state, *found_rows)
+        scores = np.zeros(len(sizes[0]))
         for term in terms:
-            rows, frequency = self._frequencies(term, title_weight)
-            if not len(rows):
-                continue
-            idf = bm25_idf(len(rows), rows_total)
-            norm = BM25_K1 * (1 - BM25_B + BM25_B * sizes[rows] / average)
-            scores[rows] += idf * ((frequency * (BM25_K1 + 1.0)) / (frequency + norm))
+            rows, part = parts[term]
+            scores[rows] += part
         return scores
 
-    def _frequencies(self, term: str, title_weight: float) -> tuple[np.ndarray, np.ndarray]:
-        """The rows holding `term` (a word or a phrase), ascending, and its weighted count in each."""
+    def _part(self, term: str, title_weight: float, sizes: tuple[np.ndarray, int, float], state: int,
+              placed: bool = False, aside: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The rows holding `term`, what it adds to their bm25() score and, for a word `placed`, its
+        occurrences with their places; kept while the index is unchanged (`state`; `sizes` as
+        `_sizes` gives them; `aside`: read through the calling thread's own connection).
+
+        A word's part comes from its occurrences (fts5vocab) and the row lengths, by the same
+        formula and statistics as FTS5's bm25() (`_scored`): about half the time of FTS5's, which
+        reads each matching row's size and positions one row at a time. A phrase's part is FTS5's
+        bm25() of the phrase alone, over the rows holding it (reading the occurrences of its words,
+        "state of the art", would cost far more).
+        """
+        db = self._side_db() if aside else self.db
         words = index_terms(term)
-        if len(words) == 1:
-            keys = self._ints(_OCCURRENCES, words[0])
-            rows, in_passage = keys >> 1, keys & 1
-        else:  # a phrase: where each next word stands one place after the one before
-            keys = self._ints(_POSITIONS, words[0])
-            for shift, word in enumerate(words[1:], 1):
-                keys = np.intersect1d(keys, self._ints(_POSITIONS, word) - shift, assume_unique=True)
-            rows, in_passage = keys >> (POSITION_BITS + 1), (keys >> POSITION_BITS) & 1
+        if len(words) > 1:
+            rows, parts = db.execute(_PHRASE_PARTS, (title_weight, f'"{term}"')).fetchone()
+            found = (np.fromstring(rows or "", dtype=np.int64, sep=","),
+                     np.fromstring(parts or "", dtype=np.float64, sep=","))
+            return (*self._keep(term, title_weight, state, *found), None)
+        joined = db.execute(_POSITIONED if placed else _OCCURRENCES, (words[0],)).fetchone()[0]
+        keys = np.fromstring(joined or "", dtype=np.int64, sep=",")
+        if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # in order from fts5vocab; never relied on
+            keys.sort()
+        found = self._scored(keys >> PLACE_BITS if placed else keys, title_weight, sizes)
+        return (*self._keep(term, title_weight, state, *found), keys if placed else None)
+
+    @staticmethod
+    def _scored(occurrences: np.ndarray, title_weight: float,
+                sizes: tuple[np.ndarray, int, float]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ascending occurrences (row * 2 + 1 in the passage) and a term's part of their score:
+        FTS5's bm25() (k1 1.2, b 0.75; IDF from the rows holding the term, never under 1e-6; the
+        row's length over all columns against the average), over the column-weighted counts."""
+        rows = occurrences >> 1
         if not len(rows):
             return rows, np.zeros(0)
+        size, rows_total, average = sizes
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        return rows[starts], np.add.reduceat(np.where(in_passage, 1.0, title_weight), starts)
+        frequency = np.add.reduceat(np.where(occurrences & 1, 1.0, title_weight), starts)
+        rows = rows[starts]
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * size[rows] / average)
+        return rows, bm25_idf(len(rows), rows_total) * ((frequency * (BM25_K1 + 1.0)) / (frequency + norm))
 
-    def _ints(self, sql: str, word: str) -> np.ndarray:
-        joined = self.db.execute(sql, (word,)).fetchone()[0]
-        keys = np.fromstring(joined or "", dtype=np.int64, sep=",")
-        if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # fts5vocab lists them in order; never rely on it
-            keys.sort()
-        return keys
+    def _keep(self, term: str, title_weight: float, state: int, rows: np.ndarray,
+              part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cache a term's part while the index is unchanged (`state`), the least recently used out first."""
+        with self._parts_lock:
+            if state == self._state:
+                self._parts[(term, title_weight)] = (rows, part)
+                self._parts_bytes += rows.nbytes + part.nbytes
+            while self._parts_bytes > PARTS_CACHE_BYTES and len(self._parts) > 1:
+                old_rows, old_part = self._parts.popitem(last=False)[1]
+                self._parts_bytes -= old_rows.nbytes + old_part.nbytes
+        return rows, part
 
     def _sizes(self) -> tuple[np.ndarray, int, float]:
         """Row id → tokens in the row (all columns), the row count and the average, as FTS5 keeps them.

@@ -93,6 +93,10 @@ class Retriever:
         started = time.perf_counter()
         vector = self.index.embeddings.embed_query(query)
         timings["embed_query"] = time.perf_counter() - started
+        # the concepts' paper counts are made in another thread while this one searches (not sooner: the
+        # embedding model uses every core)
+        concepts = query_concepts(query)
+        counting = self.index.count_papers_soon([match_expression(c) for c in concepts if c.kind != "group"])
 
         mark = time.perf_counter()
         dense = [] if among is not None else self.index.dense_search(vector, s.candidates, year_min, year_max,
@@ -134,7 +138,7 @@ class Retriever:
         records = self.index.papers(order)
         best_chunk = {pid: _best_chunk(pid, best_dense, best_lexical) for pid in order}
         passages = self.index.passages(list(best_chunk.values()))
-        concepts = query_concepts(query)
+        counting.result()
         # part 0 is the title, parts 1.. the abstract's sentences; split once, for mentions and evidence
         texts = {pid: [paper.title, *split_sentences(paper.abstract)] for pid, paper in records.items()}
         # "KD" in the question also matches "knowledge distillation", as the candidates define it

@@ -28,6 +28,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Collection, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -440,6 +441,10 @@ class PaperIndex:
     def document_frequency(self, match_expression: str) -> int:
         """How many papers match an FTS5 MATCH expression (`"a" OR "b c"`); cached per index state."""
         return self.lexical.document_frequency(match_expression)
+
+    def count_papers_soon(self, match_expressions: Sequence[str]) -> Future:
+        """Start counting these expressions' papers in another thread (`LexicalIndex.count_papers_soon`)."""
+        return self.lexical.count_papers_soon(match_expressions)
 
     def vectors_of(self, paper_ids: Sequence[str]) -> ChunkVectors:
         """The stored vectors of every chunk of these papers (the dense similarity of lexical-only hits).

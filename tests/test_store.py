@@ -11,6 +11,7 @@ from chromadb.api.shared_system_client import SharedSystemClient
 
 from paperchat.rag.chunking import chunk_paper
 from paperchat.rag.embeddings import make_embeddings
+from paperchat.rag.lexical import LexicalIndex
 from paperchat.rag.papers import Paper
 from paperchat.rag.store import PaperIndex
 from tests.conftest import SMALL_CORPUS, make_settings
@@ -71,10 +72,13 @@ def test_lexical_search_ranks_and_scores_as_fts5_bm25(index, limit, years):
     questions = ["Which papers train deep neural network models with FP8 or 8-bit floating point formats?",
                  "Any papers on knowledge distillation of large language models into small student models?",
                  "What accuracy does a model reach on ImageNet with the proposed training method?",
-                 "Which papers prune ResNet-50 networks?"]
+                 "Which papers prune ResNet-50 networks?",
+                 "Which papers report state-of-the-art results with vision transformers?"]
     for question in questions:
         match = " OR ".join(f'"{term}"' for term in lexical.discriminating_terms(question, limit))
-        assert '"resnet 50"' in match or "ResNet" not in question  # a phrase is scored too
+        # phrases are scored too: from their words' places, or by FTS5 where a word is not searched
+        assert '"resnet 50"' in match or "ResNet" not in question
+        assert '"state of the art"' in match or "state-of" not in question
         undated = " OR year IS NULL" if include_undated else ""
         whole = lexical.db.execute(
             "SELECT c.id, c.paper_id, -bm25(chunks_fts, 2.0, 1.0) AS score FROM chunks_fts JOIN chunks AS c "
@@ -87,6 +91,34 @@ def test_lexical_search_ranks_and_scores_as_fts5_bm25(index, limit, years):
         last = whole[-1][2]  # rows tied with the last may be any of them
         above = [{row[:2] for row in rows if row[2] > last + 1e-9} for rows in (found, whole)]
         assert above[0] == above[1]
+
+
+@pytest.mark.parametrize("cache_bytes", [256 * 2**20, 1])
+def test_lexical_search_sees_papers_written_after_a_search(tmp_path, cache_bytes, monkeypatch):
+    """Terms' score parts are kept between questions, but never past a change to the index."""
+    monkeypatch.setattr("paperchat.rag.lexical.PARTS_CACHE_BYTES", cache_bytes)
+    lexical = LexicalIndex(tmp_path / "lexical.sqlite")
+    words = lambda p: len(p.split())
+    first = [Paper(f"Pruning study {n}", f"We prune network {n} by magnitude pruning.", id=f"p{n}")
+             for n in range(20)] + [Paper(f"Vision study {n}", f"We train network {n} on images.", id=f"v{n}")
+                                    for n in range(30)]
+    lexical.write_papers(first, [c for p in first for c in chunk_paper(p, 256, words)])
+    question = "lottery tickets in magnitude pruning"
+    before = lexical.search(question, 5)
+    assert before and {paper for _, paper, _ in before} <= {f"p{n}" for n in range(20)}
+    new = Paper("Lottery tickets", "Winning lottery tickets survive magnitude pruning.", id="new")
+    lexical.write_papers([new], chunk_paper(new, 256, words))
+    after = lexical.search(question, 5)
+    assert after[0][1] == "new"
+    expected = lexical.db.execute(
+        "SELECT chunk_id, paper_id, -bm25(chunks_fts, 2.0, 1.0) AS score FROM chunks_fts WHERE chunks_fts "
+        "MATCH ? ORDER BY score DESC LIMIT 5", (" OR ".join(f'"{t}"' for t in lexical.discriminating_terms(
+            question, 5)),)).fetchall()
+    assert [score for *_, score in after] == pytest.approx([score for *_, score in expected], abs=1e-12)
+    assert after[1][2] != pytest.approx(before[0][2])  # "pruning" is in one more row: a lower IDF
+    lexical.delete_papers(["new"])
+    assert lexical.search(question, 5) == before
+    lexical.close()
 
 
 def test_vectors_of_returns_every_chunk_of_the_papers_asked_for(index):

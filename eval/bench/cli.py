@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-indexes", action="store_true", help="keep the large synthetic indexes in --work-dir"
     )
     parser.add_argument(
+        "--reuse-indexes",
+        action="store_true",
+        help="query a synthetic index a kept run built in --work-dir (same size and base papers) instead "
+        "of building it again; its build figures are that run's",
+    )
+    parser.add_argument(
         "--build-budget-s",
         type=float,
         default=1800,
@@ -229,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             args.base_papers,
             args.questions,
             tuple(_ints(args.extrapolate)),
-            keep=args.keep_indexes,
+            keep=args.keep_indexes or args.reuse_indexes,
+            reuse=args.reuse_indexes,
             build_nice=args.build_nice,
             save=partial("retrieval"),
         )

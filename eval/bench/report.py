@@ -297,7 +297,8 @@ def _retrieval_lines(retrieval: dict | None, plot: str | None) -> list[str]:
         lines.append(
             f"| {row['papers']:,} | {row['chunks']:,} | measured | {fmt(row['latency_ms']['p50'])} | "
             f"{fmt(row['latency_ms']['p95'])} | {row['disk_mib']} | {row['rss_mib']} | "
-            f"{row['build_papers_per_s']} (nice {row.get('build_nice', 15)}) | {row['build_s']} | "
+            f"{row['build_papers_per_s']} (nice {row.get('build_nice', 15)}) | {row['build_s']}"
+            f"{' (' + row['built_at'] + ')' if row.get('built_at') else ''} | "
             f"{row.get('build_cpu_s', '')} | {row['update_64_papers_s']} s | "
             f"{_load(row['load_average_build'])}; {_load(row['load_average_query'])} |"
         )

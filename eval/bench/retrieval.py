@@ -9,6 +9,7 @@ extrapolation that can be checked against a measured size is.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import sys
@@ -32,6 +33,7 @@ from paperchat.eval.bench.harness import (
 )
 
 TARGETS_P95_MS = {10_000: 50.0, 100_000: 150.0, 1_000_000: 400.0}  # issue 12
+BUILD_RECORD = "build.json"  # in a synthetic index's folder: how it was built (for --reuse-indexes)
 SYNTHETIC_DESCRIPTION = (
     "Synthetic papers recombine the real bundled papers (eval/synthetic.py): each takes a random real "
     "base paper, swaps one title word for a word of another real title, and replaces about a third of "
@@ -245,6 +247,7 @@ def bench_retrieval(
     question_limit: int = 0,
     extrapolate_to: tuple[int, ...] = (1_000_000, 2_500_000),
     keep: bool = False,
+    reuse: bool = False,
     build_nice: int = 15,
     save: Callable[[dict], None] | None = None,
 ) -> dict:
@@ -263,21 +266,30 @@ def bench_retrieval(
             rows.append(row)
             continue
         index_dir = work / f"scale-{size}"
-        print(
-            f"[bench] building {size} synthetic papers (nice {build_nice}) ...", file=sys.stderr, flush=True
-        )
-        build_load = load_average()
-        build = run_child(
-            child_build,
-            {
-                "index_dir": str(index_dir),
-                "bundled_dir": str(bundled_dir),
-                "papers": size,
-                "base_papers": base_papers,
-            },
-            timeout_s=max(600, build_budget_s * 2),
-            nice=build_nice,
-        )
+        built = index_dir / BUILD_RECORD
+        if reuse and built.exists() and json.loads(built.read_text()).get("base_papers") == base_papers:
+            build = json.loads(built.read_text())
+            build_load, build_nice = build["load_average"], build["nice"]
+            note = f"[bench] reusing the {size}-paper index of {build['built_at']}"
+            print(note, file=sys.stderr, flush=True)
+        else:
+            note = f"[bench] building {size} synthetic papers (nice {build_nice}) ..."
+            print(note, file=sys.stderr, flush=True)
+            build_load = load_average()
+            build = run_child(
+                child_build,
+                {
+                    "index_dir": str(index_dir),
+                    "bundled_dir": str(bundled_dir),
+                    "papers": size,
+                    "base_papers": base_papers,
+                },
+                timeout_s=max(600, build_budget_s * 2),
+                nice=build_nice,
+            )
+            build.update(built_at=time.strftime("%Y-%m-%d %H:%M"), load_average=build_load, nice=build_nice,
+                         base_papers=base_papers)
+            built.write_text(json.dumps(build))
         rate = build["build_papers_per_s"]
         print(f"[bench] built in {build['build_s']} s; querying ...", file=sys.stderr, flush=True)
         payload = {"index_dir": str(index_dir), "runs": runs, "questions": question_limit}
@@ -300,6 +312,7 @@ def bench_retrieval(
             build_cpu_s=build["build_cpu_s"],
             build_papers_per_cpu_s=build["build_papers_per_cpu_s"],
             build_nice=build_nice,
+            built_at=build.get("built_at"),
             build_peak_rss_mib=round(build["peak_rss_bytes"] / 2**20),
             update_64_papers_s=build["update_64_papers_s"],
             questions=query["questions"],
