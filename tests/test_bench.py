@@ -154,6 +154,16 @@ def test_bench_writes_json_and_markdown_at_a_tiny_size(tmp_path, bundled_index):
         assert index.paper_count() == 200 and index.disagreements() == {} and index.pending_papers() == []
     finally:
         index.close()
+    # --reuse-indexes queries the kept indexes without building them again: the first run's build figures
+    again = tmp_path / "again"
+    args = ["--sizes", "100,200", "--extrapolate", "1000", "--runs", "1", "--questions", "3", "--skip",
+            "ingest,embedding,answer,llm,startup,arxiv", "--base-papers", "40", "--bundled-index",
+            str(bundled_index.store.index_dir), "--work-dir", str(work), "--out", str(again),
+            "--reuse-indexes"]
+    assert bench.main(args) == 0
+    reused = json.loads((again / "bench.json").read_text())["retrieval"]["sizes"][1]
+    assert reused["built_at"] == row["built_at"] and reused["build_s"] == row["build_s"]
+    assert reused["status"] == "ok" and reused["papers"] == 200
 
 
 def test_targets_of_a_run_without_the_default_embedding_have_no_embedding_row():
