@@ -52,7 +52,7 @@ class EmbeddingSettings(Section):
         "torch", description="sentence-transformers inference back-end")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="documents embedded in bfloat16 (torch on a CPU) or float32; auto: bfloat16 "
-        "where the CPU has AMX (1.9x the rate here, cosine 0.99998 to float32), else float32")
+        "where the CPU has AMX or AVX512-BF16 (1.9-2.4x the rate, cosine 0.99998 to float32), else float32")
 
 
 class ChunkSettings(Section):
