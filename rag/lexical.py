@@ -600,7 +600,7 @@ class LexicalIndex:
               part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cache a term's part while the index is unchanged (`state`), the least recently used out first."""
         with self._parts_lock:
-            if state == self._state:
+            if state == self._state and (term, title_weight) not in self._parts:
                 self._parts[(term, title_weight)] = (rows, part)
                 self._parts_bytes += rows.nbytes + part.nbytes
             while self._parts_bytes > PARTS_CACHE_BYTES and len(self._parts) > 1:
