@@ -175,12 +175,36 @@ def write_markdown(results: dict, path: Path) -> None:
         if results.get(name, {}).get("status") == "not measured":
             lines += [f"## {name.capitalize()}", "", f"Not measured: {results[name]['reason']}", ""]
     lines += _embedding_lines(results.get("embedding"))
+    lines += _gpu_lines(results.get("gpu_embedding"))
     lines += _arxiv_lines(results.get("arxiv"))
     lines += _retrieval_lines(results.get("retrieval"), results.get("plot"))
     lines += _answer_lines(results.get("answer"), results.get("llm"), results.get("startup"))
     if results.get("llm_under_load"):
         lines += _llm_lines(results["llm_under_load"], "Local LLM under load")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _gpu_lines(gpu: dict | None) -> list[str]:
+    """The embedding step on a lent GPU machine (a run of its own; see its note)."""
+    if not gpu:
+        return []
+    lines = [
+        f"## Embedding step on a GPU ({gpu['device']})",
+        "",
+        ("| variant | batch | abstracts/s | chunks/s | query ms (p50) | cosine to CPU (mean / min) "
+         "| overlap@10 vs CPU | peak GPU MiB |"),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in gpu["variants"]:
+        if "error" in v:
+            lines.append(f"| {v['name']} | {v['batch']} | failed: {v['error']} | | | | | |")
+            continue
+        seconds = ", ".join(f"{x:.2f}" for x in v["seconds"])
+        lines.append(f"| {v['name']} | {v['batch']} | {v['abstracts_per_s']} ({seconds} s per run) | "
+                     f"{v['chunks_per_s']} | {v['query_ms_p50']} | {v['cos_vs_cpu_same_weights_mean']} / "
+                     f"{v['cos_vs_cpu_same_weights_min']} | {v['top10_overlap_vs_cpu_same_weights']} | "
+                     f"{v['peak_gpu_mib']} |")
+    return lines + ["", gpu["note"], ""]
 
 
 def _arxiv_lines(arxiv: dict | None) -> list[str]:
