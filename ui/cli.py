@@ -433,7 +433,7 @@ def _ingest_bundled_if_missing(settings) -> None:
 
     if (settings.store.index_dir / MARKER).exists():
         return
-    print(f"No index at {settings.store.index_dir} yet: ingesting the bundled corpus (20-40 s on 2 cores) ...",
+    print(f"No index at {settings.store.index_dir} yet: ingesting the bundled corpus (20-40 s on 2 cores)",
           file=sys.stderr)
     summary = ingest(None, settings, progress=tqdm_progress)
     print(f"{summary.papers_total} papers indexed in {summary.seconds:.0f} s.", file=sys.stderr)
