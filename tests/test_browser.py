@@ -482,6 +482,18 @@ def test_the_chat_works_at_390_px(browser, display_chat_url, tmp_path):
         new_chat = page.locator("#pc-new")
         assert new_chat.bounding_box()["height"] < 48  # one line: "New chat" does not wrap
         assert new_chat.evaluate("b => b.scrollWidth <= b.clientWidth + 1")
+        submit(page, PRUNE)  # the slow LLM writes: Stop comes beside the question box
+        stop = page.locator("#pc-stop")
+        stop.wait_for(state="visible", timeout=30_000)
+        row = page.locator("#pc-ask-row").bounding_box()
+        question_box = page.locator("#pc-question").bounding_box()
+        assert question_box["width"] >= 0.6 * row["width"]  # still a box to type the next question in
+        assert stop.bounding_box()["height"] < 48 and stop.evaluate("b => b.scrollWidth <= b.clientWidth + 1")
+        assert row["x"] + row["width"] <= 390 + 1
+        shot(page, tmp_path, "8-mobile-390px-writing")
+        stop.click()
+        wait_until_done(page)
+        assert new_chat.is_visible() and new_chat.bounding_box()["height"] < 48  # back once it stops
         set_answerer(page, "extractive")
         page.locator("#pc-settings button").first.click()  # close the settings again
         submit(page, PRUNE)

@@ -67,6 +67,8 @@ CSS = """
   #pc-chat { height: calc(100dvh - 250px) !important; }
   #pc-ask-row { flex-wrap: nowrap !important; }
   #pc-new, #pc-stop { padding: 0 0.6rem; }
+  /* While an answer is written, Stop takes New chat's place: both would squeeze the question box. */
+  #pc-ask-row:has(#pc-stop) #pc-new { display: none !important; }
 }
 footer { display: none !important; }
 """
