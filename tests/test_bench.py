@@ -234,12 +234,14 @@ def test_the_report_shows_a_gpu_run_row_by_row_and_a_failed_variant_as_failed(tm
                "load_average_at_start": [1.0], "date": "today"}
     row = {"name": "cuda fp32", "batch": 32, "seconds": [11.4, 10.7, 10.9], "abstracts_per_s": 1002.1,
            "chunks_per_s": 1726.2, "query_ms_p50": 7.58, "cos_vs_cpu_same_weights_mean": 1.0,
-           "cos_vs_cpu_same_weights_min": 0.999999, "top10_overlap_vs_cpu_same_weights": 1.0, "peak_gpu_mib": 254}
+           "cos_vs_cpu_same_weights_min": 0.999999, "top10_overlap_vs_cpu_same_weights": 1.0,
+           "peak_gpu_mib": 254}
     gpu = {"device": "NVIDIA H200", "note": "one run on a lent machine",
            "variants": [row, {"name": "cuda bf16", "batch": 256, "error": "RuntimeError('no bf16')"}]}
     write_markdown({"machine": machine, "argv": [], "runs": 1, "gpu_embedding": gpu}, tmp_path / "B.md")
     text = (tmp_path / "B.md").read_text()
     assert "## Embedding step on a GPU (NVIDIA H200)" in text
-    assert "| cuda fp32 | 32 | 1002.1 (11.40, 10.70, 10.90 s per run) | 1726.2 | 7.58 | 1.0 / 0.999999 |" in text
+    assert ("| cuda fp32 | 32 | 1002.1 (11.40, 10.70, 10.90 s per run) | 1726.2 | 7.58 | 1.0 / 0.999999 |"
+            in text)
     assert "| cuda bf16 | 256 | failed: RuntimeError('no bf16') |" in text
     assert "one run on a lent machine" in text

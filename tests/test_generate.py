@@ -178,7 +178,24 @@ def test_prompt_gives_each_paper_its_best_sentences_not_the_whole_abstract():
         run(openai_chat(server), papers)
     _, user = prompt_of(server)
     assert "keeps 75.8% top-1 accuracy with 40% fewer FLOPs" in user
-    assert user.count("unrelated experimental details") <= 3  # 4 sentences for the top paper, not 60
+    top = user.split("<paper id=1 ")[1].split("</paper>")[0]
+    assert top.count("unrelated experimental details") < 25  # its best sentences, not all 60
+    assert len(top) < 1300
+
+
+def test_a_fact_question_shows_the_model_the_answer_sentence_that_shares_no_word_with_it():
+    # The answer ("adaptive gradient clipping") shares no word with the question and comes first,
+    # where the 4 sentences most like the question would leave it out; the top paper's excerpt has
+    # room for more of its sentences, so the model reads it.
+    abstract = ("We develop adaptive gradient clipping, which overcomes these instabilities. "
+                + " ".join(f"Networks without normalization layers train poorly in setting {i}."
+                           for i in range(6)))
+    paper = make_papers(1)[0].model_copy(update={"abstract": abstract})
+    with FakeOpenAIServer(reply="They clip gradients adaptively [1].") as server:
+        list(stream_llm_answer("What trick lets networks without normalization layers train stably?", "",
+                               "single", [paper], [paper], openai_chat(server)))
+    _, user = prompt_of(server)
+    assert "We develop adaptive gradient clipping" in user
 
 
 def test_paper_text_is_quoted_as_data_and_cannot_close_its_quote_or_cite():
