@@ -10,6 +10,10 @@ from paperchat.rag.answer import Answer, Citation, RetrievedPaper, enforce_citat
 from paperchat.rag.judge import Judgement
 from paperchat.rag.sentences import best_sentences
 
+# A fact answer quotes its paper's best sentences (`rag.sentences.best_sentences`): on the tune fact
+# questions 2 held the required facts for 0.833 of them, 3 for 0.892, 4 for 0.902 at 25 % more text.
+FACT_SENTENCES = 3
+
 
 def extractive_answer(question: str, search_query: str, judgement: Judgement,
                       retrieved: list[RetrievedPaper], notice: str | None = None) -> Answer:
@@ -43,7 +47,7 @@ def extractive_answer(question: str, search_query: str, judgement: Judgement,
         text = "\n".join(lines)
     else:
         paper = judgement.matching[0]
-        sentences = best_sentences(search_query, paper.abstract or paper.passage, limit=2)
+        sentences = best_sentences(search_query, paper.abstract or paper.passage, limit=FACT_SENTENCES)
         text = (f"From \"{neutralise_markers(paper.title)}\"{_year(paper)}: "
                 + " ".join(f"{neutralise_markers(s)} [1]" for s in sentences))
     text, citations, dropped = enforce_citations(text, retrieved, numbering)

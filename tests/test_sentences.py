@@ -93,3 +93,24 @@ def test_a_fact_answer_that_only_restates_the_question_gets_the_papers_words():
     quote = source_quote("The sparse replacement for softmax has a convex loss [1].", question, paper,
                          {"sm": 1})
     assert "Huber" in quote
+
+
+def test_a_fact_answer_without_an_llm_quotes_the_answer_even_when_it_is_only_the_third_best_sentence():
+    from paperchat.rag.answer import RetrievedPaper
+    from paperchat.rag.extractive import extractive_answer
+    from paperchat.rag.judge import Judgement
+
+    abstract = ("Explanation methods for satellite image classifiers are compared in this study of "
+                "explanation methods. The models were trained on the BigEarthNet and SEN12MS collections. "
+                "We compare Grad-CAM, LIME and occlusion explanation methods on multi-label satellite image "
+                "classifiers. Occlusion and Grad-CAM explanation methods were the most reliable for "
+                "satellite image classifiers. We discuss what the explanation methods reveal about "
+                "multi-label satellite image classifiers.")
+    question = ("Which datasets did the study of explanation methods for multi-label satellite image "
+                "classifiers use?")
+    paper = RetrievedPaper(id="x", title="Explaining satellite image classifiers", score=1.0, rank=1,
+                           abstract=abstract, matches=True)
+    answer = extractive_answer(question, question, Judgement(kind="single", abstained=False, matching=[paper],
+                                                             best_score=0.9), [paper])
+    assert "BigEarthNet and SEN12MS" in answer.text and "[1]" in answer.text
+    assert "We discuss what" not in answer.text  # the best few sentences, not the whole abstract

@@ -97,6 +97,7 @@ def cmd_ingest(args) -> int:
 
 def _print_papers(sources, numbers) -> None:
     """The useful answer first, from retrieval: the matching papers with their evidence sentence."""
+    from paperchat.rag.extractive import FACT_SENTENCES
     from paperchat.ui.render import evidence_of, related_papers, untex
 
     def entry(paper, sentences: int = 1) -> None:
@@ -122,7 +123,7 @@ def _print_papers(sources, numbers) -> None:
             entry(paper)
     else:
         print("The paper that answers it:")
-        entry(sources.matching[0], sentences=2)
+        entry(sources.matching[0], sentences=FACT_SENTENCES)
     related = related_papers(sources)
     if related:
         print("Possibly related (some evidence, not counted):")

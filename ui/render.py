@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from paperchat.rag.answer import CITATION_MARK, QUOTE_LEAD, Answer, RetrievedPaper
 from paperchat.rag.chain import Sources
-from paperchat.rag.extractive import evidence_sentence
+from paperchat.rag.extractive import FACT_SENTENCES, evidence_sentence
 from paperchat.rag.sentences import best_sentences
 
 CSS = """
@@ -273,7 +273,7 @@ def render_papers(sources: Sources, numbers: Mapping[str, int]) -> str:
     else:
         heading = "The paper that answers it"
     shown = sources.matching if sources.kind == "list" else sources.matching[:1]
-    per_paper = 1 if sources.kind == "list" else 2
+    per_paper = 1 if sources.kind == "list" else FACT_SENTENCES
     entries = "".join(
         _paper_entry(p, numbers[p.id], evidence_of(p, sources.search_query, per_paper)) for p in shown
     )
