@@ -147,7 +147,7 @@ def quote_paper_text(text: str) -> str:
 
 def paper_excerpt(query: str, paper: RetrievedPaper, sentences: int, max_chars: int = 0) -> str:
     """The `sentences` sentences of the paper that best match `query`, in the paper's order; with
-    `max_chars`, the next best ones too while all fit in that many characters.
+    `max_chars`, the next best ones too while all fit in that many characters (`best_sentences`).
 
     Sentences that read as instructions to a model are left out: they are not what the paper found.
 
@@ -159,16 +159,8 @@ def paper_excerpt(query: str, paper: RetrievedPaper, sentences: int, max_chars: 
     >>> paper_excerpt("How much accuracy does pruned ResNet-50 keep?", p, 1, max_chars=60)
     'We prune ResNet-50. It keeps 76% top-1. It runs on one GPU.'
     """
-    statements = paper_statements(paper)
-    text = " ".join(statements)
-    chosen = best_sentences(query, text, limit=sentences) if statements else []
-    # The choice is greedy, so each longer choice holds the shorter one.
-    for more in range(len(chosen) + 1, len(statements) + 1 if max_chars else 0):
-        wider = best_sentences(query, text, limit=more)
-        if len(" ".join(wider)) > max_chars:
-            break
-        chosen = wider
-    return " ".join(chosen)
+    text = " ".join(paper_statements(paper))
+    return " ".join(best_sentences(query, text, limit=sentences, max_chars=max_chars))
 
 
 def paper_statements(paper: RetrievedPaper) -> list[str]:
@@ -260,14 +252,15 @@ def stream_llm_answer(question: str, search_query: str, kind: QuestionKind, pape
         candidates = [p for p in _matching_first(retrieved, matching) if p.id in matching_ids]
         candidates = candidates[:LIST_PROMPT_PAPERS]
         sentences = [OTHER_PAPER_SENTENCES] * len(candidates)
+        chars = [0] * len(candidates)
     else:
         candidates = retrieved[:max_papers]
         sentences = [TOP_PAPER_SENTENCES] + [OTHER_PAPER_SENTENCES] * (len(candidates) - 1)
+        chars = [TOP_PAPER_CHARS] + [0] * (len(candidates) - 1)
     # The prompt numbers each paper by its place in `retrieved` (so [n] in the stream already
     # means retrieved[n-1]), even when a list question shows them out of order.
-    top_chars = [TOP_PAPER_CHARS if kind != "list" else 0] + [0] * (len(candidates) - 1)
-    excerpts = [(number_of[paper.id], paper, paper_excerpt(query, paper, n, chars))
-                for paper, n, chars in zip(candidates, sentences, top_chars, strict=True)]
+    excerpts = [(number_of[paper.id], paper, paper_excerpt(query, paper, n, most))
+                for paper, n, most in zip(candidates, sentences, chars, strict=True)]
     count = token_counter(chat_model) or estimate_tokens
     messages, shown_excerpts = fit_prompt(question, kind, excerpts, len(matching),
                                           budget_tokens=context_tokens - max_tokens, count_tokens=count,

@@ -57,8 +57,9 @@ _NUMBER = re.compile(r"\d[\d,.]*")
 _TOKEN = re.compile(r"\b[A-Za-z0-9][\w-]*\b")
 
 
-def best_sentences(question: str, abstract: str, limit: int = 2) -> list[str]:
-    """Up to `limit` sentences of `abstract` that together best answer `question`, in abstract order.
+def best_sentences(question: str, abstract: str, limit: int = 2, max_chars: int = 0) -> list[str]:
+    """Up to `limit` sentences of `abstract` that together best answer `question`, in abstract order;
+    with `max_chars`, the next best ones too while all fit in that many characters (joined by spaces).
 
     >>> abstract = ("ENet is a network for real-time segmentation on mobile devices. "
     ...             "It is 18 times faster than prior models. "
@@ -100,10 +101,14 @@ Cityscapes and SUN datasets.']
     bonuses = [bonus(position, sentence) for position, sentence in enumerate(sentences)]
     chosen: list[int] = []
     covered: set[str] = set()
-    while len(chosen) < min(limit, count):
+    length = -1  # of the chosen sentences joined by spaces
+    while len(chosen) < (count if max_chars else min(limit, count)):
         best = max((p for p in range(count) if p not in chosen),
                    key=lambda p, covered=covered: (sum(weight[w] for w in (wanted & stems[p]) - covered)
                                                    + bonuses[p], -p))
+        length += len(sentences[best]) + 1
+        if len(chosen) >= limit and length > max_chars:
+            break
         chosen.append(best)
         covered = covered | stems[best]
     return [sentences[p] for p in sorted(chosen)]
